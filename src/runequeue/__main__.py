@@ -1,0 +1,3 @@
+from runequeue.cli import main
+
+main()

@@ -1,0 +1,115 @@
+"""`QueueConfig`: one frozen object saying where jobs go; the only reader of the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from dotenv import dotenv_values
+
+from runequeue.errors import ConfigError
+
+DriverName = Literal["sync", "redis", "database"]
+DRIVER_NAMES: tuple[str, ...] = get_args(DriverName)
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_DATABASE_URL = "sqlite:///runequeue.sqlite3"
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueConfig:
+    """Where and how jobs are stored.
+
+    Attributes:
+        driver: ``sync`` runs jobs inside dispatch; ``redis`` and ``database`` store them for
+            workers.
+        redis_url: the Redis server for the ``redis`` driver (``rediss://`` for TLS).
+        queue_name: the queue a job goes to when neither the dispatch nor the job class names one.
+        database_url: SQLAlchemy URL of the database (failed jobs; the ``database`` driver).
+        retry_after_s: lease length; a reserved job whose worker stopped renewing it is handed out
+            again this many seconds later. Running workers renew it, so long jobs are not run
+            twice.
+        redis_prefix: first part of every Redis key; give each application (or test) its own.
+        max_payload_bytes: encoded jobs larger than this are refused at dispatch.
+        dispatch_timeout_s: how long a dispatch may spend trying to reach the backend before it
+            raises ``DispatchError``.
+    """
+
+    driver: DriverName = "sync"
+    redis_url: str = DEFAULT_REDIS_URL
+    queue_name: str = "default"
+    database_url: str = DEFAULT_DATABASE_URL
+    retry_after_s: float = 30.0
+    redis_prefix: str = "queues"
+    max_payload_bytes: int = 1024 * 1024
+    dispatch_timeout_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.driver not in DRIVER_NAMES:
+            raise ConfigError(
+                f"unknown queue driver {self.driver!r}; expected one of {', '.join(DRIVER_NAMES)}"
+            )
+        if self.retry_after_s <= 0:
+            raise ConfigError("retry_after_s must be positive")
+        if not self.queue_name:
+            raise ConfigError("queue_name must not be empty")
+
+    def with_driver(self, driver: str) -> QueueConfig:
+        """The same configuration on another driver (a job's or a worker's ``connection``)."""
+        return dataclasses.replace(self, driver=driver)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        env_file: str | Path | None = ".env",
+        **overrides: Any,
+    ) -> QueueConfig:
+        """Read ``QUEUE_DRIVER`` (alias ``QUEUE_CONNECTION``), ``REDIS_URL``, ``QUEUE_NAME``,
+        ``DATABASE_URL``, ``QUEUE_RETRY_AFTER`` and ``QUEUE_REDIS_PREFIX``.
+
+        Values come from ``environ`` (default ``os.environ``), then a ``.env`` file in the working
+        directory for names the environment lacks; keyword ``overrides`` (not ``None``) win over
+        both.
+        """
+        values: dict[str, str] = {}
+        if env_file is not None and Path(env_file).is_file():
+            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        values.update(os.environ if environ is None else environ)
+
+        settings: dict[str, Any] = {}
+        driver = values.get("QUEUE_DRIVER") or values.get("QUEUE_CONNECTION")
+        if driver:
+            settings["driver"] = driver.strip().lower()
+        for env_name, field in _STRING_SETTINGS.items():
+            if values.get(env_name):
+                settings[field] = values[env_name]
+        if values.get("QUEUE_RETRY_AFTER"):
+            settings["retry_after_s"] = _number("QUEUE_RETRY_AFTER", values["QUEUE_RETRY_AFTER"])
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**settings)
+
+
+_STRING_SETTINGS = {
+    "REDIS_URL": "redis_url",
+    "QUEUE_NAME": "queue_name",
+    "DATABASE_URL": "database_url",
+    "QUEUE_REDIS_PREFIX": "redis_prefix",
+}
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {text!r}") from None
+
+
+def imports_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Modules named by ``RUNE_IMPORTS`` (comma-separated) for the worker to import."""
+    text = (os.environ if environ is None else environ).get("RUNE_IMPORTS", "")
+    return [name.strip() for name in text.split(",") if name.strip()]

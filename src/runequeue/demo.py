@@ -1,0 +1,93 @@
+"""`rune demo`: a few example jobs, one of which fails, dispatched and processed end to end.
+
+The job names carry a ``demo.`` prefix so they never collide with an application's own
+``SendWelcomeEmail``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import Callable
+
+from runequeue.config import QueueConfig
+from runequeue.failed import FailedJob, open_failed_store
+from runequeue.job import Job
+from runequeue.queue import Queue
+from runequeue.worker import WorkerOptions, run_worker
+
+
+class PaymentDeclined(Exception):
+    """The (pretend) card was declined."""
+
+
+@dataclasses.dataclass
+class SendWelcomeEmail(Job, name="demo.SendWelcomeEmail"):
+    user_id: int
+
+    async def handle(self) -> None:
+        await asyncio.sleep(0.01)  # pretend to talk to a mail server
+
+
+@dataclasses.dataclass
+class ResizeImage(Job, name="demo.ResizeImage"):
+    path: str
+    width: int
+
+    def handle(self) -> None:  # a plain def: runs in a worker thread
+        sum(range(10_000))  # pretend to crunch pixels
+
+
+@dataclasses.dataclass
+class ChargeCard(Job, name="demo.ChargeCard"):
+    order_id: int
+    amount_cents: int
+    tries = 2
+
+    async def handle(self) -> None:
+        raise PaymentDeclined(f"card declined for order {self.order_id}")
+
+
+def example_jobs() -> list[Job]:
+    return [
+        SendWelcomeEmail(user_id=1),
+        SendWelcomeEmail(user_id=2),
+        ResizeImage(path="avatars/1.png", width=128),
+        ChargeCard(order_id=42, amount_cents=1999),
+    ]
+
+
+Report = Callable[[str, str, str], None]
+
+
+def run_sync_demo(config: QueueConfig, report: Report) -> int:
+    """Dispatch on the sync driver: each job runs inside dispatch. Returns how many failed."""
+    failures = 0
+    for job in example_jobs():
+        try:
+            job_id = Queue.dispatch(config, job)
+        except Exception as exc:
+            failures += 1
+            report(type(job).job_name, "-", f"FAILED: {type(exc).__name__}: {exc}")
+        else:
+            report(type(job).job_name, job_id, "done")
+    return failures
+
+
+async def run_redis_demo(config: QueueConfig, report: Report) -> list[FailedJob]:
+    """Dispatch to Redis under a throw-away prefix, run a worker until empty, list the failures."""
+    config = dataclasses.replace(config, redis_prefix=f"runequeue-demo-{uuid.uuid4().hex[:8]}")
+    jobs = example_jobs()
+    ids = await Queue.dispatch_many_async(config, jobs)
+    for job, job_id in zip(jobs, ids, strict=True):
+        report(type(job).job_name, job_id, "dispatched")
+    options = WorkerOptions(queues=(config.queue_name,), stop_when_empty=True, concurrency=4)
+    await run_worker(config, options)
+    store = open_failed_store(config)
+    try:
+        failed = await store.list(config.queue_name)
+        await store.flush(config.queue_name)
+    finally:
+        await store.close()
+    return failed

@@ -1,0 +1,32 @@
+"""Queue backends. Each speaks the protocols in `runequeue.drivers.base`."""
+
+from __future__ import annotations
+
+from runequeue.config import QueueConfig
+from runequeue.drivers.base import Driver, Producer
+from runequeue.drivers.redis import RedisDriver, RedisProducer
+from runequeue.errors import ConfigError
+
+__all__ = ["open_driver", "open_producer"]
+
+
+def open_producer(config: QueueConfig) -> Producer:
+    """Blocking access to the backend ``config`` names (``sync`` jobs are run by the facade)."""
+    if config.driver == "redis":
+        return RedisProducer(
+            config.redis_url, prefix=config.redis_prefix, timeout_s=config.dispatch_timeout_s
+        )
+    raise _unsupported(config)
+
+
+def open_driver(config: QueueConfig) -> Driver:
+    """Asyncio access to the backend ``config`` names, for workers and ``dispatch_async``."""
+    if config.driver == "redis":
+        return RedisDriver(config.redis_url, prefix=config.redis_prefix)
+    raise _unsupported(config)
+
+
+def _unsupported(config: QueueConfig) -> ConfigError:
+    if config.driver == "sync":
+        return ConfigError("the sync driver runs jobs inside dispatch; there is no queue to work")
+    return ConfigError(f"the {config.driver} driver is not available in this version of runequeue")

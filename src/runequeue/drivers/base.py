@@ -1,0 +1,127 @@
+"""The contract between the worker (and `Queue`) and a storage backend.
+
+Three small protocols, each proved by mypy (``_: type[Driver] = RedisDriver``) and by the shared
+conformance suite rather than by a base class of ``NotImplementedError``:
+
+- `Producer`: the blocking side used by ``Queue.dispatch`` and the CLI (push, size, clear).
+- `Driver`: the asyncio side used by the worker and ``Queue.dispatch_async``.
+- `LeaseKeeper`: lease renewal on its own connection, called from the worker's heartbeat thread so
+  that a handler blocking the event loop cannot starve it.
+
+Every method that hands a job back to the backend checks the lease token of the `Reserved` it is
+given, so a worker whose lease expired (and whose job went to someone else) cannot ack, release or
+fail it any more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Protocol
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A job on its way into a backend."""
+
+    job_id: str
+    queue: str
+    raw: bytes
+    delay_s: float = 0.0
+    max_tries: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reserved:
+    """One reservation: the stored bytes plus the driver's receipt (the lease token)."""
+
+    queue: str
+    job_id: str
+    raw: bytes
+    attempts: int  # including this one: attempts are counted when a job is reserved
+    token: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Batch:
+    """What one reserve call returned, and how long until the next delayed job is due."""
+
+    jobs: list[Reserved]
+    next_due_s: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Buried:
+    """A failed job kept in the backend's outbox until the failed-job store has recorded it."""
+
+    queue: str
+    job_id: str
+    raw: bytes
+    error: str
+
+
+class Producer(Protocol):
+    """Blocking access for dispatch from plain code and for the CLI."""
+
+    def push(self, items: Sequence[Outgoing]) -> None:
+        """Store the jobs (all in one round trip); raises ``DispatchError`` when unreachable."""
+
+    def size(self, queue: str) -> int:
+        """Jobs waiting, delayed or reserved on ``queue``."""
+
+    def clear(self, queue: str) -> int:
+        """Delete every waiting, delayed and reserved job of ``queue``; returns how many."""
+
+    def close(self) -> None: ...
+
+
+class Driver(Protocol):
+    """Asynchronous access for the worker."""
+
+    async def push(self, items: Sequence[Outgoing]) -> None: ...
+
+    async def reserve(self, queue: str, count: int, *, lease_s: float, default_tries: int) -> Batch:
+        """Lease up to ``count`` ready jobs, counting an attempt for each.
+
+        Due delayed jobs are made ready first, and expired leases are recovered: back to the queue,
+        or into the failed outbox when they have no attempts left.
+        """
+
+    async def recover(self, queue: str, *, default_tries: int) -> None:
+        """Promote due delayed jobs and recover expired leases without taking any job."""
+
+    async def wait(self, queues: Sequence[str], timeout_s: float) -> None:
+        """Block until new work may be ready on one of ``queues``, or ``timeout_s`` passes."""
+
+    async def ack(self, items: Sequence[Reserved]) -> list[bool]:
+        """Delete finished jobs; ``False`` for a job whose lease was lost."""
+
+    async def release(self, item: Reserved, *, delay_s: float, refund: bool) -> bool:
+        """Put a reserved job back, after ``delay_s``; ``refund`` gives the attempt back."""
+
+    async def bury(self, item: Reserved, error: str) -> bool:
+        """Move a reserved job to the failed outbox (kept until `purge`)."""
+
+    async def buried(self, queue: str, limit: int) -> list[Buried]:
+        """Jobs in the failed outbox of ``queue``, oldest first."""
+
+    async def purge(self, queue: str, job_id: str) -> None:
+        """Forget a buried job once the failed-job store holds it."""
+
+    async def size(self, queue: str) -> int: ...
+
+    async def clear(self, queue: str) -> int: ...
+
+    def lease_keeper(self) -> LeaseKeeper:
+        """A new `LeaseKeeper` with a connection of its own."""
+
+    async def close(self) -> None: ...
+
+
+class LeaseKeeper(Protocol):
+    """Renews leases; used from a thread, never from the event loop."""
+
+    def extend(self, items: Sequence[Reserved], lease_s: float) -> list[bool]:
+        """Push each lease's deadline to now + ``lease_s``; ``False`` where it was lost."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,15 @@
+-- clear: delete every ready, delayed and reserved job of one queue (the failed outbox is kept).
+-- KEYS[1] = ready list, KEYS[2] = delayed zset, KEYS[3] = reserved zset, KEYS[4] = payload hash,
+-- KEYS[5] = attempts hash, KEYS[6] = tries hash, KEYS[7] = token hash, KEYS[8] = notify list
+-- Returns the number of jobs deleted.
+local ids = redis.call('LRANGE', KEYS[1], 0, -1)
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do ids[#ids + 1] = id end
+for _, id in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do ids[#ids + 1] = id end
+for i = 1, #ids, 1000 do
+  local chunk = {unpack(ids, i, math.min(i + 999, #ids))}
+  for k = 4, 7 do
+    redis.call('HDEL', KEYS[k], unpack(chunk))
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[8])
+return #ids

@@ -1,0 +1,65 @@
+-- reserve: make due delayed jobs ready, recover expired leases, then lease up to ARGV[1] jobs.
+-- KEYS[1] = ready list, KEYS[2] = delayed zset, KEYS[3] = reserved zset (id -> lease deadline ms),
+-- KEYS[4] = payload hash, KEYS[5] = attempts hash, KEYS[6] = tries hash, KEYS[7] = token hash,
+-- KEYS[8] = dead zset (failed outbox), KEYS[9] = errors hash, KEYS[10] = notify list
+-- ARGV[1] = how many jobs to lease (0: only promote and recover), ARGV[2] = lease ms,
+-- ARGV[3] = lease token, ARGV[4] = default max tries, ARGV[5] = at most this many jobs promoted
+-- and recovered per call
+-- Returns {ms until the next delayed job is due or -1, id, payload, attempts, id, payload, ...}.
+-- All times are Redis server time, so worker clocks never matter.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit = tonumber(ARGV[5])
+
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
+if #due > 0 then
+  redis.call('ZREM', KEYS[2], unpack(due))
+  redis.call('RPUSH', KEYS[1], unpack(due))
+end
+
+-- A lease that expired belongs to a worker that vanished. Its attempt was counted at reserve
+-- (invariant 3), so a job that kills every worker running it ends in the outbox after max tries.
+local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(expired) do
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('HDEL', KEYS[7], id)
+  local attempts = tonumber(redis.call('HGET', KEYS[5], id) or '0')
+  local tries = tonumber(redis.call('HGET', KEYS[6], id) or ARGV[4])
+  if attempts >= tries then
+    redis.call('ZADD', KEYS[8], now, id)
+    redis.call('HSET', KEYS[9], id,
+      'runequeue.errors.LeaseExpired: the worker running attempt ' .. attempts ..
+      ' stopped renewing its lease (killed or stalled), and the job has no tries left')
+  else
+    redis.call('LPUSH', KEYS[1], id) -- to the front: it had already waited its turn
+  end
+end
+
+local result = {-1}
+local count = tonumber(ARGV[1])
+if count > 0 then
+  local ids = redis.call('LPOP', KEYS[1], count)
+  if ids then
+    local deadline = now + tonumber(ARGV[2])
+    for _, id in ipairs(ids) do
+      local payload = redis.call('HGET', KEYS[4], id)
+      if payload then
+        local attempts = redis.call('HINCRBY', KEYS[5], id, 1)
+        redis.call('HSET', KEYS[7], id, ARGV[3])
+        redis.call('ZADD', KEYS[3], deadline, id)
+        result[#result + 1] = id
+        result[#result + 1] = payload
+        result[#result + 1] = attempts
+      end
+    end
+  end
+end
+
+if redis.call('LLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[10]) -- nothing ready: stale wake-ups would only cause empty reserves
+end
+local nextdue = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if #nextdue > 0 then
+  result[1] = math.max(0, tonumber(nextdue[2]) - now)
+end
+return result

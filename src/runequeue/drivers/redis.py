@@ -1,0 +1,399 @@
+"""The Redis driver: crash-safe leases, atomic moves in Lua, Redis server time.
+
+Layout of one queue ``Q`` (every key carries the hash tag ``{Q}``, so a queue lives in one Redis
+Cluster slot and every script declares all its keys; invariant 6):
+
+    queues:{Q}            LIST  ids ready to run, FIFO
+    queues:{Q}:delayed    ZSET  id -> due time (ms)
+    queues:{Q}:reserved   ZSET  id -> lease deadline (ms); renewed by running workers
+    queues:{Q}:payload    HASH  id -> envelope bytes
+    queues:{Q}:attempts   HASH  id -> attempts so far (counted at reserve)
+    queues:{Q}:tries      HASH  id -> max tries, when the job set one
+    queues:{Q}:token      HASH  id -> token of the lease that holds it
+    queues:{Q}:dead       ZSET  id -> time; failed jobs waiting to be recorded (outbox)
+    queues:{Q}:errors     HASH  id -> why it failed
+    queues:{Q}:notify     LIST  wake-up tokens for idle workers blocked in BLPOP
+
+Each Lua script is a file in ``lua/`` whose header says what its KEYS and ARGV are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import secrets
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+import redis.asyncio as aioredis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from runequeue.drivers.base import Batch, Buried, Driver, LeaseKeeper, Outgoing, Producer, Reserved
+from runequeue.errors import DispatchError, DriverError, DriverUnavailable
+
+# Expired leases and due delayed jobs handled per reserve call; the sweeper catches up the rest.
+RECOVER_LIMIT = 100
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """Every Redis key of one queue."""
+
+    ready: str
+    delayed: str
+    reserved: str
+    payload: str
+    attempts: str
+    tries: str
+    token: str
+    dead: str
+    errors: str
+    notify: str
+
+    @classmethod
+    def of(cls, prefix: str, queue: str) -> QueueKeys:
+        base = f"{prefix}:{{{queue}}}"
+        return cls(
+            ready=base,
+            delayed=f"{base}:delayed",
+            reserved=f"{base}:reserved",
+            payload=f"{base}:payload",
+            attempts=f"{base}:attempts",
+            tries=f"{base}:tries",
+            token=f"{base}:token",
+            dead=f"{base}:dead",
+            errors=f"{base}:errors",
+            notify=f"{base}:notify",
+        )
+
+
+@functools.cache
+def _lua(name: str) -> str:
+    return resources.files("runequeue.drivers").joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@contextlib.contextmanager
+def mapped_errors(url: str) -> Iterator[None]:
+    """Turn redis-py exceptions into runequeue's, so callers never import redis."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        raise DriverUnavailable(f"Redis at {redacted(url)} is unreachable: {exc}") from exc
+    except redis.RedisError as exc:
+        raise DriverError(f"Redis at {redacted(url)} failed: {exc}") from exc
+
+
+ScriptArg = bytes | str | int | float
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _push_args(items: Sequence[Outgoing]) -> list[ScriptArg]:
+    args: list[ScriptArg] = []
+    for item in items:
+        tries = "" if item.max_tries is None else item.max_tries
+        args += (item.job_id, item.raw, int(item.delay_s * 1000), tries)
+    return args
+
+
+def _by_queue(items: Sequence[Outgoing]) -> dict[str, list[Outgoing]]:
+    groups: dict[str, list[Outgoing]] = {}
+    for item in items:
+        groups.setdefault(item.queue, []).append(item)
+    return groups
+
+
+def _token_pairs(items: Sequence[Reserved]) -> list[str]:
+    return [value for item in items for value in (item.job_id, item.token)]
+
+
+class _KeyCache:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._keys: dict[str, QueueKeys] = {}
+
+    def __call__(self, queue: str) -> QueueKeys:
+        keys = self._keys.get(queue)
+        if keys is None:
+            keys = self._keys[queue] = QueueKeys.of(self.prefix, queue)
+        return keys
+
+
+class RedisProducer:
+    """Blocking dispatch, size and clear; fails within about ``timeout_s`` when Redis is down."""
+
+    def __init__(self, url: str, *, prefix: str = "queues", timeout_s: float = 2.0) -> None:
+        self.url = url
+        self.keys = _KeyCache(prefix)
+        # Two quick retries of a refused or dropped connection, each bounded, so a dispatch
+        # fails with DispatchError in about timeout_s instead of hanging the caller's request.
+        retry = Retry(ExponentialWithJitterBackoff(cap=timeout_s / 8, base=0.05), retries=2)
+        self.client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=timeout_s / 3,
+            socket_timeout=timeout_s / 3,
+            retry=retry,
+        )
+        self._push = self.client.register_script(_lua("push"))
+        self._clear = self.client.register_script(_lua("clear"))
+
+    def push(self, items: Sequence[Outgoing]) -> None:
+        try:
+            with mapped_errors(self.url):
+                groups = _by_queue(items)
+                if len(groups) == 1:
+                    ((queue, group),) = groups.items()
+                    self._push(keys=self._push_keys(queue), args=_push_args(group))
+                    return
+                with self.client.pipeline(transaction=False) as pipe:
+                    for queue, group in groups.items():
+                        self._push(keys=self._push_keys(queue), args=_push_args(group), client=pipe)
+                    pipe.execute()
+        except DriverError as exc:
+            raise DispatchError(f"could not dispatch: {exc}") from exc
+
+    def _push_keys(self, queue: str) -> list[str]:
+        k = self.keys(queue)
+        return [k.ready, k.delayed, k.payload, k.tries, k.notify]
+
+    def size(self, queue: str) -> int:
+        k = self.keys(queue)
+        with mapped_errors(self.url), self.client.pipeline(transaction=False) as pipe:
+            pipe.llen(k.ready)
+            pipe.zcard(k.delayed)
+            pipe.zcard(k.reserved)
+            return sum(int(n) for n in pipe.execute())
+
+    def clear(self, queue: str) -> int:
+        k = self.keys(queue)
+        with mapped_errors(self.url):
+            keys = [
+                k.ready,
+                k.delayed,
+                k.reserved,
+                k.payload,
+                k.attempts,
+                k.tries,
+                k.token,
+                k.notify,
+            ]
+            return int(self._clear(keys=keys))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class RedisLeaseKeeper:
+    """Lease renewal on its own blocking connection (the heartbeat thread's)."""
+
+    def __init__(self, url: str, *, prefix: str, timeout_s: float) -> None:
+        self.url = url
+        self.keys = _KeyCache(prefix)
+        self.client = redis.Redis.from_url(
+            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+        )
+        self._extend = self.client.register_script(_lua("extend"))
+
+    def extend(self, items: Sequence[Reserved], lease_s: float) -> list[bool]:
+        by_queue: dict[str, list[Reserved]] = {}
+        for item in items:
+            by_queue.setdefault(item.queue, []).append(item)
+        with mapped_errors(self.url), self.client.pipeline(transaction=False) as pipe:
+            for queue, group in by_queue.items():
+                k = self.keys(queue)
+                args: list[ScriptArg] = [int(lease_s * 1000), *_token_pairs(group)]
+                self._extend(keys=[k.reserved, k.token], args=args, client=pipe)
+            replies = pipe.execute()
+        renewed = {
+            item.job_id: bool(flag)
+            for group, reply in zip(by_queue.values(), replies, strict=True)
+            for item, flag in zip(group, reply, strict=True)
+        }
+        return [renewed[item.job_id] for item in items]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class RedisDriver:
+    """The worker's asyncio access to Redis."""
+
+    def __init__(self, url: str, *, prefix: str = "queues", timeout_s: float = 5.0) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.timeout_s = timeout_s
+        self.keys = _KeyCache(prefix)
+        # The worker retries broker errors itself, with back-off and forever; one quick retry
+        # here only smooths over a connection the server closed while idle.
+        self.client = aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=timeout_s,
+            socket_timeout=timeout_s,
+            retry=aioredis.retry.Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 1),
+        )
+        # BLPOP gets a connection of its own: a blocked call must not hold up acks and reserves.
+        self._blocking: aioredis.Redis | None = None
+        self._push = self.client.register_script(_lua("push"))
+        self._reserve = self.client.register_script(_lua("reserve"))
+        self._ack = self.client.register_script(_lua("ack"))
+        self._release = self.client.register_script(_lua("release"))
+        self._bury = self.client.register_script(_lua("bury"))
+        self._clear = self.client.register_script(_lua("clear"))
+
+    async def push(self, items: Sequence[Outgoing]) -> None:
+        try:
+            with mapped_errors(self.url):
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for queue, group in _by_queue(items).items():
+                        k = self.keys(queue)
+                        keys = [k.ready, k.delayed, k.payload, k.tries, k.notify]
+                        await self._push(keys=keys, args=_push_args(group), client=pipe)
+                    await pipe.execute()
+        except DriverError as exc:
+            raise DispatchError(f"could not dispatch: {exc}") from exc
+
+    async def reserve(self, queue: str, count: int, *, lease_s: float, default_tries: int) -> Batch:
+        k = self.keys(queue)
+        keys = [
+            k.ready, k.delayed, k.reserved, k.payload, k.attempts,
+            k.tries, k.token, k.dead, k.errors, k.notify,
+        ]  # fmt: skip
+        token = secrets.token_hex(16)
+        args: list[ScriptArg] = [count, int(lease_s * 1000), token, default_tries, RECOVER_LIMIT]
+        with mapped_errors(self.url):
+            reply = await self._reserve(keys=keys, args=args)
+        jobs = [
+            Reserved(queue, _text(reply[i]), reply[i + 1], int(reply[i + 2]), token)
+            for i in range(1, len(reply), 3)
+        ]
+        next_due_ms = int(reply[0])
+        return Batch(jobs, None if next_due_ms < 0 else next_due_ms / 1000)
+
+    async def recover(self, queue: str, *, default_tries: int) -> None:
+        await self.reserve(queue, 0, lease_s=1, default_tries=default_tries)
+
+    async def wait(self, queues: Sequence[str], timeout_s: float) -> None:
+        if self._blocking is None:
+            self._blocking = aioredis.Redis.from_url(
+                self.url,
+                socket_connect_timeout=self.timeout_s,
+                # A blocking call that never settles (a half-open socket) is torn down.
+                socket_timeout=timeout_s + self.timeout_s,
+                single_connection_client=True,
+            )
+        # BLPOP takes whole and fractional seconds; 0 would block forever.
+        seconds = max(round(timeout_s, 3), 0.01)
+        try:
+            with mapped_errors(self.url):
+                await self._blocking.blpop([self.keys(q).notify for q in queues], timeout=seconds)
+        except DriverUnavailable:
+            await self._drop_blocking()
+            raise
+
+    async def _drop_blocking(self) -> None:
+        client, self._blocking = self._blocking, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    async def ack(self, items: Sequence[Reserved]) -> list[bool]:
+        by_queue: dict[str, list[Reserved]] = {}
+        for item in items:
+            by_queue.setdefault(item.queue, []).append(item)
+        with mapped_errors(self.url):
+            replies = [
+                await self._ack(keys=self._ack_keys(queue), args=_token_pairs(group))
+                for queue, group in by_queue.items()
+            ]
+        done = {
+            item.job_id: bool(flag)
+            for group, reply in zip(by_queue.values(), replies, strict=True)
+            for item, flag in zip(group, reply, strict=True)
+        }
+        return [done[item.job_id] for item in items]
+
+    def _ack_keys(self, queue: str) -> list[str]:
+        k = self.keys(queue)
+        return [k.reserved, k.payload, k.attempts, k.tries, k.token]
+
+    async def release(self, item: Reserved, *, delay_s: float, refund: bool) -> bool:
+        k = self.keys(item.queue)
+        keys = [k.ready, k.delayed, k.reserved, k.attempts, k.token, k.notify]
+        args: list[ScriptArg] = [item.job_id, item.token, int(delay_s * 1000), int(refund)]
+        with mapped_errors(self.url):
+            return bool(await self._release(keys=keys, args=args))
+
+    async def bury(self, item: Reserved, error: str) -> bool:
+        k = self.keys(item.queue)
+        with mapped_errors(self.url):
+            reply = await self._bury(
+                keys=[k.reserved, k.token, k.dead, k.errors], args=[item.job_id, item.token, error]
+            )
+        return bool(reply)
+
+    async def buried(self, queue: str, limit: int) -> list[Buried]:
+        k = self.keys(queue)
+        with mapped_errors(self.url):
+            ids = [_text(raw) for raw in await self.client.zrange(k.dead, 0, limit - 1)]
+            if not ids:
+                return []
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hmget(k.payload, ids)
+                pipe.hmget(k.errors, ids)
+                payloads, errors = await pipe.execute()
+        return [
+            Buried(queue, job_id, raw or b"", (error or b"").decode(errors="replace"))
+            for job_id, raw, error in zip(ids, payloads, errors, strict=True)
+        ]
+
+    async def purge(self, queue: str, job_id: str) -> None:
+        k = self.keys(queue)
+        with mapped_errors(self.url):
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.zrem(k.dead, job_id)
+                for key in (k.payload, k.attempts, k.tries, k.token, k.errors):
+                    pipe.hdel(key, job_id)
+                await pipe.execute()
+
+    async def size(self, queue: str) -> int:
+        k = self.keys(queue)
+        with mapped_errors(self.url):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.llen(k.ready)
+                pipe.zcard(k.delayed)
+                pipe.zcard(k.reserved)
+                return sum(int(n) for n in await pipe.execute())
+
+    async def clear(self, queue: str) -> int:
+        k = self.keys(queue)
+        keys = [k.ready, k.delayed, k.reserved, k.payload, k.attempts, k.tries, k.token, k.notify]
+        with mapped_errors(self.url):
+            return int(await self._clear(keys=keys))
+
+    def lease_keeper(self) -> LeaseKeeper:
+        return RedisLeaseKeeper(self.url, prefix=self.prefix, timeout_s=self.timeout_s)
+
+    async def close(self) -> None:
+        await self._drop_blocking()
+        await self.client.aclose()
+
+
+_driver_check: type[Driver] = RedisDriver
+_producer_check: type[Producer] = RedisProducer
+_keeper_check: type[LeaseKeeper] = RedisLeaseKeeper

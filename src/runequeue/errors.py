@@ -1,0 +1,62 @@
+"""One error tree for everything runequeue raises.
+
+A class's docstring is its default message, so ``raise DriverUnavailable()`` already says something
+useful; pass a message to add the specifics (which URL, which job).
+"""
+
+from __future__ import annotations
+
+
+class RuneQueueError(Exception):
+    """A runequeue error."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip().splitlines()[0])
+
+
+class ConfigError(RuneQueueError):
+    """The queue configuration is invalid."""
+
+
+class DuplicateJobName(ConfigError):
+    """Two different job classes were registered under the same name."""
+
+
+class DriverError(RuneQueueError):
+    """The queue backend reported an error."""
+
+
+class DriverUnavailable(DriverError):
+    """The queue backend could not be reached."""
+
+
+class DispatchError(DriverError):
+    """The job could not be dispatched."""
+
+
+class PayloadError(RuneQueueError):
+    """A stored job payload cannot be turned back into a job."""
+
+
+class InvalidPayload(PayloadError):
+    """The payload is not a valid runequeue envelope."""
+
+
+class UnknownJob(PayloadError):
+    """The payload names a job class that this application did not register."""
+
+
+class PayloadTooLarge(PayloadError):
+    """The encoded job is larger than the configured maximum payload size."""
+
+
+class JobTimeout(RuneQueueError):
+    """The job ran longer than its timeout."""
+
+
+class LeaseExpired(RuneQueueError):
+    """The worker running the job vanished and the job has no attempts left."""
+
+
+class FailedStoreError(RuneQueueError):
+    """The failed-job store could not record or read a failure."""

@@ -1,0 +1,102 @@
+"""The user's `Job`: what to do, its per-class options, and the name -> class registry.
+
+The registry is the only way a stored payload becomes code: a worker builds jobs solely from classes
+the application defined (and so registered) in modules it imported itself. Nothing here imports a
+module or resolves a dotted path taken from a payload.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Awaitable, Sequence
+from typing import Any, ClassVar
+
+from runequeue.errors import DuplicateJobName, UnknownJob
+
+# Seconds before a retry: one number, or one per failed attempt (the last one repeats).
+Backoff = float | Sequence[float]
+
+
+class Job:
+    """Base class for a queued job; subclass it as a ``@dataclass``.
+
+    The dataclass fields are the job's data (stored as JSON). Options are plain class attributes
+    (not annotated, so they are not fields): ``tries``, ``backoff`` (seconds, a number or a list
+    indexed by attempt), ``timeout`` (seconds), ``queue`` and ``connection``. A job without an
+    option takes the worker's default; a per-dispatch argument wins over both.
+
+    Example:
+        @dataclass
+        class SendWelcomeEmail(Job):
+            user_id: int
+            tries = 3
+
+            async def handle(self) -> None:
+                ...
+    """
+
+    tries: ClassVar[int | None] = None
+    backoff: ClassVar[Backoff | None] = None
+    timeout: ClassVar[float | None] = None
+    queue: ClassVar[str | None] = None
+    connection: ClassVar[str | None] = None
+
+    # Set by the runner on the instance it builds, for idempotency keys and logging.
+    job_id: str = ""
+    attempt: int = 0
+
+    job_name: ClassVar[str]
+
+    def __init_subclass__(cls, *, name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.job_name = name or cls.__dict__.get("job_name") or cls.__name__
+        _register(cls)
+
+    def handle(self) -> Awaitable[None] | None:
+        """Do the work. Either ``async def`` or a plain ``def`` (run in a worker thread)."""
+        raise NotImplementedError(f"{type(self).__name__} must define handle()")
+
+    def failed(self, exc: BaseException) -> Awaitable[None] | None:
+        """Called once when the job has failed for good. Override to clean up or alert."""
+        return None
+
+
+_registry: dict[str, type[Job]] = {}
+
+
+def _register(cls: type[Job]) -> None:
+    existing = _registry.get(cls.job_name)
+    # The same class defined again (a module reloaded, or @dataclass(slots=True) rebuilding the
+    # class) replaces its old self; a different class claiming the name is a mistake.
+    if existing is not None and _origin(existing) != _origin(cls):
+        raise DuplicateJobName(
+            f"job name {cls.job_name!r} is used by both {_origin(existing)} and {_origin(cls)}; "
+            "pass name=... to one of them"
+        )
+    _registry[cls.job_name] = cls
+
+
+def _origin(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def job_class(name: str) -> type[Job]:
+    """The job class registered under ``name``."""
+    try:
+        cls = _registry[name]
+    except KeyError:
+        raise UnknownJob(f"no job class is registered as {name!r}") from None
+    if not dataclasses.is_dataclass(cls):
+        raise UnknownJob(f"job class {_origin(cls)} is not a @dataclass")
+    return cls
+
+
+def registered_names() -> list[str]:
+    """Every registered job name, sorted."""
+    return sorted(_registry)
+
+
+def is_async_handler(job: Job) -> bool:
+    """Whether the job's ``handle`` is a coroutine function (else it runs in a thread)."""
+    return inspect.iscoroutinefunction(job.handle)

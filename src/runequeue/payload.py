@@ -1,0 +1,124 @@
+"""The envelope: what a backend stores for one job. The only place bytes become objects.
+
+An envelope is JSON (never pickle). Its ``job`` names a registered class and its ``data`` holds that
+class's fields, decoded straight into the dataclass by msgspec so every field is checked against its
+type hint: ``user_id: int`` arriving as ``"abc"`` is an ``InvalidPayload``, not a crash in
+``handle``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import msgspec
+
+from runequeue.errors import InvalidPayload, PayloadTooLarge
+from runequeue.job import Backoff, Job, job_class
+
+ENVELOPE_VERSION = 1
+
+
+class Envelope(msgspec.Struct, frozen=True, kw_only=True):
+    """One stored job. Options left ``None`` take the worker's defaults."""
+
+    v: int = ENVELOPE_VERSION
+    id: str
+    job: str
+    data: msgspec.Raw
+    queue: str
+    attempts: int = 0
+    max_tries: int | None = None
+    backoff: float | list[float] | None = None
+    timeout: float | None = None
+    created_at: float
+
+
+_encoder = msgspec.json.Encoder()
+_envelope_decoder = msgspec.json.Decoder(Envelope)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def envelope_for(
+    job: Job,
+    *,
+    queue: str,
+    tries: int | None = None,
+    timeout: float | None = None,
+    backoff: Backoff | None = None,
+) -> Envelope:
+    """Build the envelope for ``job``; explicit arguments win over the class's options."""
+    try:
+        data = _encoder.encode(job)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise InvalidPayload(f"{type(job).__name__} cannot be stored as JSON: {exc}") from exc
+    return Envelope(
+        id=new_job_id(),
+        job=type(job).job_name,
+        data=msgspec.Raw(data),
+        queue=queue,
+        max_tries=tries if tries is not None else job.tries,
+        backoff=_stored_backoff(backoff if backoff is not None else job.backoff),
+        timeout=timeout if timeout is not None else job.timeout,
+        created_at=time.time(),
+    )
+
+
+def _stored_backoff(backoff: Backoff | None) -> float | list[float] | None:
+    if backoff is None or isinstance(backoff, int | float):
+        return backoff
+    return [float(seconds) for seconds in backoff]
+
+
+def encode(envelope: Envelope, *, max_bytes: int) -> bytes:
+    """The envelope's JSON, refused with ``PayloadTooLarge`` past ``max_bytes``."""
+    raw = _encoder.encode(envelope)
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(
+            f"job {envelope.job} ({envelope.id}) is {len(raw)} bytes; the limit is {max_bytes}"
+        )
+    return raw
+
+
+def decode(raw: bytes) -> Envelope:
+    """Parse stored bytes into an envelope, or raise ``InvalidPayload`` saying why."""
+    try:
+        return _envelope_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidPayload(f"malformed job payload: {exc}") from exc
+
+
+def build_job(envelope: Envelope, *, attempt: int) -> Job:
+    """Construct the registered job class from the envelope's data, validating every field.
+
+    Raises:
+        UnknownJob: no class is registered under the envelope's name.
+        InvalidPayload: the data does not match the class's fields and types.
+    """
+    cls = job_class(envelope.job)
+    try:
+        job: Job = msgspec.json.decode(envelope.data, type=cls)
+    except msgspec.DecodeError as exc:
+        raise InvalidPayload(f"invalid data for job {envelope.job}: {exc}") from exc
+    job.job_id = envelope.id
+    job.attempt = attempt
+    return job
+
+
+def with_attempts_reset(envelope: Envelope) -> Envelope:
+    """A copy of the envelope ready to be pushed again as a fresh job (same id)."""
+    return msgspec.structs.replace(envelope, attempts=0)
+
+
+def peek_id(raw: bytes) -> str | None:
+    """Best-effort job id from bytes that may not decode as an envelope."""
+    try:
+        value: Any = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    found = value.get("id") if isinstance(value, dict) else None
+    return found if isinstance(found, str) else None

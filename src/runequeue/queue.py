@@ -1,0 +1,189 @@
+"""`Queue`: dispatch jobs, and look at or clear queues, on the backend a `QueueConfig` names.
+
+Connections are opened on first use and kept per configuration (and, for asyncio, per event loop),
+so dispatching costs one round trip, never a new connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+import weakref
+from collections.abc import Iterable, Sequence
+
+from runequeue import payload
+from runequeue.config import QueueConfig
+from runequeue.drivers import open_driver, open_producer
+from runequeue.drivers.base import Driver, Outgoing, Producer
+from runequeue.drivers.sync import SyncDriver
+from runequeue.job import Backoff, Job
+from runequeue.runner import run_now
+
+Delay = float | dt.timedelta | dt.datetime
+
+
+class Queue:
+    """The facade user code calls: ``Queue.dispatch(config, job)``."""
+
+    @staticmethod
+    def dispatch(
+        config: QueueConfig,
+        job: Job,
+        *,
+        queue: str | None = None,
+        delay: Delay | None = None,
+        tries: int | None = None,
+        timeout: float | None = None,
+        backoff: Backoff | None = None,
+    ) -> str:
+        """Send ``job`` to its queue and return its id.
+
+        Args:
+            config: where jobs go.
+            job: the job; its class options apply unless overridden here.
+            queue: the queue name (default: the job's ``queue``, then ``config.queue_name``).
+            delay: seconds, a ``timedelta``, or an aware ``datetime`` to run at.
+            tries, timeout, backoff: override the job class's options for this dispatch.
+
+        Raises:
+            DispatchError: the backend could not be reached in ``config.dispatch_timeout_s``.
+            PayloadTooLarge, InvalidPayload: the job cannot be stored.
+            Exception: with the ``sync`` driver, whatever the job raised.
+        """
+        item = _outgoing(config, job, queue, delay, tries, timeout, backoff)
+        _producer(_connection(config, job)).push([item])
+        return item.job_id
+
+    @staticmethod
+    async def dispatch_async(
+        config: QueueConfig,
+        job: Job,
+        *,
+        queue: str | None = None,
+        delay: Delay | None = None,
+        tries: int | None = None,
+        timeout: float | None = None,
+        backoff: Backoff | None = None,
+    ) -> str:
+        """`dispatch` for async code: the same arguments, awaited."""
+        item = _outgoing(config, job, queue, delay, tries, timeout, backoff)
+        await _push_async(_connection(config, job), [item])
+        return item.job_id
+
+    @staticmethod
+    def dispatch_many(
+        config: QueueConfig,
+        jobs: Iterable[Job],
+        *,
+        queue: str | None = None,
+        delay: Delay | None = None,
+    ) -> list[str]:
+        """Dispatch many jobs in one round trip per connection; returns their ids in order."""
+        groups = _group(config, jobs, queue, delay)
+        for connection, items in groups.items():
+            _producer(connection).push(items)
+        return [item.job_id for items in groups.values() for item in items]
+
+    @staticmethod
+    async def dispatch_many_async(
+        config: QueueConfig,
+        jobs: Iterable[Job],
+        *,
+        queue: str | None = None,
+        delay: Delay | None = None,
+    ) -> list[str]:
+        """`dispatch_many` for async code."""
+        groups = _group(config, jobs, queue, delay)
+        for connection, items in groups.items():
+            await _push_async(connection, items)
+        return [item.job_id for items in groups.values() for item in items]
+
+    @staticmethod
+    def size(config: QueueConfig, queue: str | None = None) -> int:
+        """Jobs waiting, delayed or running on ``queue`` (default ``config.queue_name``)."""
+        return _producer(config).size(queue or config.queue_name)
+
+    @staticmethod
+    def clear(config: QueueConfig, queue: str | None = None) -> int:
+        """Delete the jobs waiting, delayed or running on ``queue``; returns how many."""
+        return _producer(config).clear(queue or config.queue_name)
+
+    @staticmethod
+    def close_connections() -> None:
+        """Close the blocking connections opened by dispatch (they reopen on next use)."""
+        with _lock:
+            producers = list(_producers.values())
+            _producers.clear()
+        for producer in producers:
+            producer.close()
+
+
+def _connection(config: QueueConfig, job: Job) -> QueueConfig:
+    return config.with_driver(job.connection) if job.connection else config
+
+
+def _outgoing(
+    config: QueueConfig,
+    job: Job,
+    queue: str | None,
+    delay: Delay | None,
+    tries: int | None,
+    timeout: float | None,
+    backoff: Backoff | None,
+) -> Outgoing:
+    name = queue or job.queue or config.queue_name
+    envelope = payload.envelope_for(job, queue=name, tries=tries, timeout=timeout, backoff=backoff)
+    raw = payload.encode(envelope, max_bytes=config.max_payload_bytes)
+    return Outgoing(envelope.id, name, raw, _delay_seconds(delay), envelope.max_tries)
+
+
+def _group(
+    config: QueueConfig, jobs: Iterable[Job], queue: str | None, delay: Delay | None
+) -> dict[QueueConfig, list[Outgoing]]:
+    groups: dict[QueueConfig, list[Outgoing]] = {}
+    for job in jobs:
+        item = _outgoing(config, job, queue, delay, None, None, None)
+        groups.setdefault(_connection(config, job), []).append(item)
+    return groups
+
+
+def _delay_seconds(delay: Delay | None) -> float:
+    if delay is None:
+        return 0.0
+    if isinstance(delay, dt.datetime):
+        if delay.tzinfo is None:
+            raise ValueError("delay datetimes must be timezone-aware")
+        delay = delay - dt.datetime.now(dt.UTC)
+    seconds = delay.total_seconds() if isinstance(delay, dt.timedelta) else float(delay)
+    return max(seconds, 0.0)
+
+
+_lock = threading.Lock()
+_producers: dict[QueueConfig, Producer] = {}
+_async_drivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[QueueConfig, Driver]] = (
+    weakref.WeakKeyDictionary()
+)
+_sync_driver = SyncDriver(run_now)
+
+
+def _producer(config: QueueConfig) -> Producer:
+    if config.driver == "sync":
+        return _sync_driver
+    with _lock:
+        producer = _producers.get(config)
+        if producer is None:
+            producer = _producers[config] = open_producer(config)
+        return producer
+
+
+async def _push_async(config: QueueConfig, items: Sequence[Outgoing]) -> None:
+    if config.driver == "sync":
+        await _sync_driver.push_async(items)
+        return
+    # asyncio connections belong to the loop that opened them.
+    drivers = _async_drivers.setdefault(asyncio.get_running_loop(), {})
+    driver = drivers.get(config)
+    if driver is None:
+        driver = drivers[config] = open_driver(config)
+    await driver.push(items)

@@ -1,0 +1,416 @@
+"""The worker: reserve -> run -> ack | release | fail, up to N jobs at once.
+
+The loop (`Worker._work`) fits on a screen; the per-job path is `Worker._process`; what to do after
+an attempt is `retry.decide`. Broker errors never end the loop: it backs off and tries again, so a
+Redis restart costs a pause, not a dead worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from runequeue import payload
+from runequeue.config import QueueConfig
+from runequeue.drivers import open_driver
+from runequeue.drivers.base import Batch, Driver, Reserved
+from runequeue.errors import DriverError, FailedStoreError, LeaseExpired
+from runequeue.failed import FailedJob, FailedJobStore, open_failed_store
+from runequeue.heartbeat import Heartbeat
+from runequeue.job import Backoff
+from runequeue.retry import Ack, Release
+from runequeue.runner import Attempt, JobDefaults, call_failed_hook, log_attempt, run_attempt
+
+log = logging.getLogger("runequeue.worker")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker runs; the ``rune queue:work`` flags.
+
+    Attributes:
+        queues: queue names in priority order: the first is drained before the next is looked at.
+        concurrency: jobs run at once (plain ``def handle`` jobs run in as many threads).
+        tries, timeout_s, backoff: defaults for jobs that set none.
+        sleep_s: longest wait for new work before looking again (a new job wakes it at once).
+        max_jobs, max_time_s: stop after this many jobs or seconds (a supervisor restarts it).
+        stop_when_empty: stop once the queues are empty and running jobs are done.
+        shutdown_timeout_s: on SIGTERM, how long running jobs may finish before they are put back.
+        lease_s: lease length (``QUEUE_RETRY_AFTER``); renewed every ``lease_s / 3``.
+        sweep_interval_s: how often expired leases and due delayed jobs are recovered when no
+            reserve does it, and failed jobs waiting in the outbox are recorded.
+    """
+
+    queues: tuple[str, ...] = ("default",)
+    concurrency: int = 10
+    tries: int = 3
+    timeout_s: float | None = 60.0
+    backoff: Backoff = 0
+    sleep_s: float = 3.0
+    max_jobs: int | None = None
+    max_time_s: float | None = None
+    stop_when_empty: bool = False
+    shutdown_timeout_s: float = 25.0
+    lease_s: float = 30.0
+    sweep_interval_s: float = 5.0
+
+    @property
+    def defaults(self) -> JobDefaults:
+        return JobDefaults(tries=self.tries, timeout_s=self.timeout_s, backoff=self.backoff)
+
+
+class _Backoff:
+    """Jittered exponential back-off for broker errors: 0.1 s doubling to 10 s."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        return random.uniform(0.5, 1.0) * min(10.0, 0.1 * 2.0 ** (self.failures - 1))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Worker:
+    """Processes jobs from ``driver`` until stopped; failures go to ``failed_store``."""
+
+    def __init__(
+        self,
+        driver: Driver,
+        failed_store: FailedJobStore,
+        options: WorkerOptions,
+        *,
+        connection: str = "redis",
+    ) -> None:
+        self.driver = driver
+        self.failed_store = failed_store
+        self.options = options
+        self.connection = connection
+        self.processed = 0
+        self._started_at = time.monotonic()
+        self._reserved_total = 0
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._lost: set[str] = set()
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._idle_task: asyncio.Task[None] | None = None
+        self._acks: asyncio.Queue[Reserved] = asyncio.Queue()
+        self._broker_backoff = _Backoff()
+        self._executor = ThreadPoolExecutor(options.concurrency, thread_name_prefix="runequeue-job")
+        self._heartbeat = Heartbeat(
+            driver.lease_keeper(),
+            lease_s=options.lease_s,
+            interval_s=options.lease_s / 3,
+            on_lost=self._lease_lost_from_thread,
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def run(self) -> int:
+        """Work until a signal, a limit or (``stop_when_empty``) an empty queue; returns 0."""
+        self._loop = asyncio.get_running_loop()
+        self._install_signal_handlers()
+        self._heartbeat.start()
+        background = [
+            asyncio.create_task(self._ack_loop()),
+            asyncio.create_task(self._sweep_loop()),
+        ]
+        log.info("worker started: queues %s, concurrency %d", ",".join(self.options.queues),
+                 self.options.concurrency)  # fmt: skip
+        try:
+            await self._work()
+        finally:
+            await self._drain()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            self._heartbeat.stop()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._remove_signal_handlers()
+        log.info("worker stopped after %d job(s)", self.processed)
+        return 0
+
+    def request_stop(self) -> None:
+        """Stop taking jobs; running ones finish (a second call puts them back at once)."""
+        if self._stop.is_set():
+            self._force.set()
+        self._stop.set()
+        self._slot_free.set()
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+
+    async def _work(self) -> None:
+        while not self._should_stop():
+            free = await self._free_slots()
+            if free == 0:
+                continue
+            batch = await self._reserve(free)
+            if batch is None:
+                continue  # broker error: already backed off
+            if batch.jobs:
+                self._start(batch.jobs)
+            elif self.options.stop_when_empty:
+                if not self._running:
+                    return
+                await self._wait_for_a_job()
+            else:
+                await self._idle(batch.next_due_s)
+
+    def _should_stop(self) -> bool:
+        opts = self.options
+        if self._stop.is_set():
+            return True
+        if opts.max_jobs is not None and self._reserved_total >= opts.max_jobs:
+            return True
+        return (
+            opts.max_time_s is not None and time.monotonic() - self._started_at >= opts.max_time_s
+        )
+
+    async def _free_slots(self) -> int:
+        while len(self._running) >= self.options.concurrency and not self._stop.is_set():
+            self._slot_free.clear()
+            await self._slot_free.wait()
+        free = self.options.concurrency - len(self._running)
+        if self.options.max_jobs is not None:
+            free = min(free, self.options.max_jobs - self._reserved_total)
+        return 0 if self._stop.is_set() else max(free, 0)
+
+    async def _reserve(self, count: int) -> Batch | None:
+        """Up to ``count`` jobs, taken from the queues in priority order."""
+        jobs: list[Reserved] = []
+        next_due: float | None = None
+        try:
+            for queue in self.options.queues:
+                batch = await self.driver.reserve(
+                    queue, count - len(jobs), lease_s=self.options.lease_s,
+                    default_tries=self.options.tries,
+                )  # fmt: skip
+                jobs += batch.jobs
+                if batch.next_due_s is not None:
+                    next_due = min(batch.next_due_s, next_due or batch.next_due_s)
+                if len(jobs) >= count:
+                    break
+        except DriverError as exc:
+            await self._broker_error("reserve", exc)
+            return None if not jobs else Batch(jobs, next_due)
+        self._broker_backoff.reset()
+        return Batch(jobs, next_due)
+
+    async def _broker_error(self, what: str, exc: DriverError) -> None:
+        delay = self._broker_backoff.next_delay()
+        log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay)
+
+    def _start(self, jobs: Sequence[Reserved]) -> None:
+        for item in jobs:
+            self._reserved_total += 1
+            self._heartbeat.track(item)
+            task = asyncio.create_task(self._process(item), name=item.job_id)
+            self._running[item.job_id] = task
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task.get_name(), None)
+        self._slot_free.set()
+
+    async def _wait_for_a_job(self) -> None:
+        await asyncio.wait(list(self._running.values()), return_when=asyncio.FIRST_COMPLETED)
+
+    async def _idle(self, next_due_s: float | None) -> None:
+        """Block until a new job is pushed, a delayed one is due, or ``sleep_s`` passes."""
+        timeout = (
+            self.options.sleep_s if next_due_s is None else min(self.options.sleep_s, next_due_s)
+        )
+        self._idle_task = asyncio.create_task(self.driver.wait(self.options.queues, timeout))
+        try:
+            await self._idle_task
+        except asyncio.CancelledError:
+            if not self._stop.is_set():
+                raise
+        except DriverError as exc:
+            await self._broker_error("waiting for jobs", exc)
+        finally:
+            self._idle_task = None
+
+    async def _process(self, item: Reserved) -> None:
+        try:
+            attempt = await run_attempt(
+                item.raw, item.attempts, self.options.defaults, self._executor
+            )
+        except asyncio.CancelledError:
+            await self._interrupted(item)
+            return
+        log_attempt(attempt, item.attempts)
+        await self._settle(item, attempt)
+
+    async def _settle(self, item: Reserved, attempt: Attempt) -> None:
+        decision = attempt.decision
+        if isinstance(decision, Ack):
+            self._acks.put_nowait(item)  # the heartbeat keeps the lease until the ack lands
+            return
+        if isinstance(decision, Release):
+            await self._with_retries("release", item, lambda: self.driver.release(
+                item, delay_s=decision.delay_s, refund=False))  # fmt: skip
+        else:
+            self.processed += 1
+            await self._fail(item, attempt.error_text())
+        self._heartbeat.untrack(item)
+
+    async def _interrupted(self, item: Reserved) -> None:
+        self._heartbeat.untrack(item)
+        if item.job_id in self._lost:
+            self._lost.discard(item.job_id)
+            log.warning(
+                "LOST  %s: lease lost (another worker has it); attempt abandoned", item.job_id
+            )
+            return
+        # Shutdown: put it back at the front, and give the attempt back (a deploy costs no tries).
+        await self._with_retries("release", item, lambda: self.driver.release(
+            item, delay_s=0, refund=True))  # fmt: skip
+        log.info("BACK  %s: put back on %s for the next worker", item.job_id, item.queue)
+
+    async def _with_retries(
+        self, what: str, item: Reserved, call: Callable[[], Awaitable[bool]]
+    ) -> None:
+        # A few tries only: if Redis stays away, the lease expires and the job comes back anyway.
+        for _ in range(5):
+            try:
+                if not await call():
+                    log.warning("%s of %s refused: lease lost", what, item.job_id)
+                return
+            except DriverError as exc:
+                await self._broker_error(what, exc)
+
+    async def _fail(self, item: Reserved, error: str) -> None:
+        """Record, then delete (invariant 5): bury in the outbox, record, purge."""
+        buried = False
+
+        async def bury() -> bool:
+            nonlocal buried
+            buried = await self.driver.bury(item, error)
+            return buried
+
+        await self._with_retries("fail", item, bury)
+        if buried:
+            await self._record(FailedJob(item.job_id, self.connection, item.queue, item.raw, error))
+
+    async def _record(self, failure: FailedJob) -> bool:
+        try:
+            await self.failed_store.record(failure)
+            await self.driver.purge(failure.queue, failure.job_id)
+        except (FailedStoreError, DriverError) as exc:
+            log.warning("failed job %s kept in the outbox until it can be recorded: %s",
+                        failure.job_id, exc)  # fmt: skip
+            return False
+        return True
+
+    async def _ack_loop(self) -> None:
+        """Acknowledge finished jobs in batches: one round trip for all that finished meanwhile."""
+        while True:
+            batch = [await self._acks.get()]
+            while not self._acks.empty():
+                batch.append(self._acks.get_nowait())
+            await self._ack(batch)
+            for _ in batch:
+                self._acks.task_done()
+
+    async def _ack(self, batch: list[Reserved]) -> None:
+        while True:
+            try:
+                results = await self.driver.ack(batch)
+                break
+            except DriverError as exc:
+                await self._broker_error("ack", exc)
+        self.processed += len(batch)
+        for item, ok in zip(batch, results, strict=True):
+            self._heartbeat.untrack(item)
+            if not ok:
+                log.warning("LOST  %s: finished, but its lease had expired; it may run again",
+                            item.job_id)  # fmt: skip
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.sweep_interval_s)
+            await self.sweep()
+
+    async def sweep(self) -> None:
+        """Recover expired leases and due delayed jobs, and record jobs waiting in the outbox."""
+        for queue in self.options.queues:
+            try:
+                await self.driver.recover(queue, default_tries=self.options.tries)
+                for buried in await self.driver.buried(queue, 100):
+                    await self._record_buried(buried.queue, buried.job_id, buried.raw, buried.error)
+            except DriverError as exc:
+                log.warning("sweep of %s failed: %s", queue, exc)
+
+    async def _record_buried(self, queue: str, job_id: str, raw: bytes, error: str) -> None:
+        if error.startswith(f"{LeaseExpired.__module__}.{LeaseExpired.__qualname__}"):
+            # Failed by lease expiry inside Redis: no worker has called its hook yet.
+            with contextlib.suppress(Exception):
+                envelope = payload.decode(raw)
+                job = payload.build_job(envelope, attempt=0)
+                await call_failed_hook(job, LeaseExpired(error.partition(": ")[2]))
+            log.info("%-5s %-32s %s (lease expired with no tries left)", "FAIL", "?", job_id)
+        await self._record(FailedJob(job_id, self.connection, queue, raw, error))
+
+    def _lease_lost_from_thread(self, item: Reserved) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._lease_lost, item)
+
+    def _lease_lost(self, item: Reserved) -> None:
+        task = self._running.get(item.job_id)
+        if task is not None:
+            self._lost.add(item.job_id)
+            task.cancel()
+
+    async def _drain(self) -> None:
+        """Let running jobs finish for ``shutdown_timeout_s``, then put the rest back."""
+        if self._running:
+            log.info("waiting up to %gs for %d running job(s)", self.options.shutdown_timeout_s,
+                     len(self._running))  # fmt: skip
+            everything = asyncio.ensure_future(asyncio.wait(list(self._running.values())))
+            forced = asyncio.ensure_future(self._force.wait())
+            await asyncio.wait(
+                [everything, forced], timeout=self.options.shutdown_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )  # fmt: skip
+            everything.cancel()
+            forced.cancel()
+            for task in list(self._running.values()):
+                task.cancel()
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._acks.join(), self.options.shutdown_timeout_s)
+
+    def _install_signal_handlers(self) -> None:
+        assert self._loop is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                self._loop.add_signal_handler(sig, self.request_stop)
+
+    def _remove_signal_handlers(self) -> None:
+        assert self._loop is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                self._loop.remove_signal_handler(sig)
+
+
+async def run_worker(config: QueueConfig, options: WorkerOptions) -> int:
+    """Open the backend ``config`` names and work it with ``options`` until stopped."""
+    driver = open_driver(config)
+    store = open_failed_store(config)
+    try:
+        return await Worker(driver, store, options, connection=config.driver).run()
+    finally:
+        await driver.close()
+        await store.close()

@@ -71,7 +71,7 @@ class RedisFailedJobs:
             failure.job_id,
             failure.connection,
             failure.queue,
-            failure.payload.decode("utf-8", errors="replace"),
+            failure.payload.decode("utf-8", errors="backslashreplace"),  # forensics, not replay
             failure.exception,
             failure.failed_at,
         )

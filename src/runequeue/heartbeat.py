@@ -33,17 +33,19 @@ class Heartbeat:
         self._interval_s = interval_s
         self._on_lost = on_lost
         self._lock = threading.Lock()
-        self._jobs: dict[str, Reserved] = {}
+        # Keyed by lease, not job id: a retried job can be reserved again (new token) before the
+        # task of its previous attempt has untracked itself.
+        self._jobs: dict[tuple[str, str], Reserved] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="runequeue-heartbeat", daemon=True)
 
     def track(self, item: Reserved) -> None:
         with self._lock:
-            self._jobs[item.job_id] = item
+            self._jobs[item.job_id, item.token] = item
 
     def untrack(self, item: Reserved) -> None:
         with self._lock:
-            self._jobs.pop(item.job_id, None)
+            self._jobs.pop((item.job_id, item.token), None)
 
     def start(self) -> None:
         self._thread.start()

@@ -69,7 +69,11 @@ def _register(cls: type[Job]) -> None:
     existing = _registry.get(cls.job_name)
     # The same class defined again (a module reloaded, or @dataclass(slots=True) rebuilding the
     # class) replaces its old self; a different class claiming the name is a mistake.
-    if existing is not None and _origin(existing) != _origin(cls):
+    same_class = existing is not None and (existing.__module__, existing.__name__) == (
+        cls.__module__,
+        cls.__name__,
+    )  # not __qualname__: the class that @dataclass(slots=True) builds gets it only afterwards
+    if existing is not None and not same_class:
         raise DuplicateJobName(
             f"job name {cls.job_name!r} is used by both {_origin(existing)} and {_origin(cls)}; "
             "pass name=... to one of them"

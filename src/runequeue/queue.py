@@ -110,6 +110,13 @@ class Queue:
         return _producer(config).clear(queue or config.queue_name)
 
     @staticmethod
+    async def aclose_connections() -> None:
+        """Close the connections ``dispatch_async`` opened on the running event loop."""
+        drivers = _async_drivers.pop(asyncio.get_running_loop(), {})
+        for driver in drivers.values():
+            await driver.close()
+
+    @staticmethod
     def close_connections() -> None:
         """Close the blocking connections opened by dispatch (they reopen on next use)."""
         with _lock:

@@ -103,8 +103,9 @@ class Worker:
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._slot_free = asyncio.Event()
+        self._closing = asyncio.Event()
         self._idle_task: asyncio.Task[None] | None = None
-        self._acks: asyncio.Queue[Reserved] = asyncio.Queue()
+        self._acks: asyncio.Queue[Reserved | None] = asyncio.Queue()
         self._broker_backoff = _Backoff()
         self._executor = ThreadPoolExecutor(options.concurrency, thread_name_prefix="runequeue-job")
         self._heartbeat = Heartbeat(
@@ -130,9 +131,7 @@ class Worker:
             await self._work()
         finally:
             await self._drain()
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await self._stop_background(background)
             self._heartbeat.stop()
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._remove_signal_handlers()
@@ -153,13 +152,16 @@ class Worker:
             free = await self._free_slots()
             if free == 0:
                 continue
+            # A job running while we look may put itself back (a retry): only a queue found
+            # empty with nothing running is really empty.
+            was_running = bool(self._running)
             batch = await self._reserve(free)
             if batch is None:
                 continue  # broker error: already backed off
             if batch.jobs:
                 self._start(batch.jobs)
             elif self.options.stop_when_empty:
-                if not self._running:
+                if not self._running and not was_running:
                     return
                 await self._wait_for_a_job()
             else:
@@ -200,14 +202,18 @@ class Worker:
                 if len(jobs) >= count:
                     break
         except DriverError as exc:
-            await self._broker_error("reserve", exc)
+            await self._broker_error("reserve", exc, until_stop=True)
             return None if not jobs else Batch(jobs, next_due)
         self._broker_backoff.reset()
         return Batch(jobs, next_due)
 
-    async def _broker_error(self, what: str, exc: DriverError) -> None:
+    async def _broker_error(self, what: str, exc: DriverError, *, until_stop: bool = False) -> None:
+        """Log and back off; ``until_stop`` cuts the wait short when the worker is stopping."""
         delay = self._broker_backoff.next_delay()
         log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+        if not until_stop:
+            await asyncio.sleep(delay)
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), delay)
 
@@ -220,11 +226,14 @@ class Worker:
             task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        self._running.pop(task.get_name(), None)
+        # Only if it is still this task: a retried job may already run again under the same id.
+        if self._running.get(task.get_name()) is task:
+            del self._running[task.get_name()]
         self._slot_free.set()
 
     async def _wait_for_a_job(self) -> None:
-        await asyncio.wait(list(self._running.values()), return_when=asyncio.FIRST_COMPLETED)
+        if self._running:
+            await asyncio.wait(list(self._running.values()), return_when=asyncio.FIRST_COMPLETED)
 
     async def _idle(self, next_due_s: float | None) -> None:
         """Block until a new job is pushed, a delayed one is due, or ``sleep_s`` passes."""
@@ -238,7 +247,7 @@ class Worker:
             if not self._stop.is_set():
                 raise
         except DriverError as exc:
-            await self._broker_error("waiting for jobs", exc)
+            await self._broker_error("waiting for jobs", exc, until_stop=True)
         finally:
             self._idle_task = None
 
@@ -320,9 +329,13 @@ class Worker:
             batch = [await self._acks.get()]
             while not self._acks.empty():
                 batch.append(self._acks.get_nowait())
-            await self._ack(batch)
+            jobs = [item for item in batch if item is not None]
+            if jobs:
+                await self._ack(jobs)
             for _ in batch:
                 self._acks.task_done()
+            if len(jobs) < len(batch):
+                return  # the closing marker: everything queued before it is acked
 
     async def _ack(self, batch: list[Reserved]) -> None:
         while True:
@@ -339,9 +352,21 @@ class Worker:
                             item.job_id)  # fmt: skip
 
     async def _sweep_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.options.sweep_interval_s)
-            await self.sweep()
+        while not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self.options.sweep_interval_s)
+            if not self._closing.is_set():
+                await self.sweep()
+
+    async def _stop_background(self, tasks: list[asyncio.Task[None]]) -> None:
+        # Loops are asked to end rather than cancelled mid-call: redis-py can swallow a
+        # cancellation that lands inside a command, which would leave the loop running.
+        self._closing.set()
+        self._acks.put_nowait(None)
+        _, pending = await asyncio.wait(tasks, timeout=self.options.sweep_interval_s + 10)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def sweep(self) -> None:
         """Recover expired leases and due delayed jobs, and record jobs waiting in the outbox."""

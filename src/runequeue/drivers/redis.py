@@ -123,6 +123,22 @@ def _token_pairs(items: Sequence[Reserved]) -> list[str]:
     return [value for item in items for value in (item.job_id, item.token)]
 
 
+def _positions_by_queue(items: Sequence[Reserved]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for position, item in enumerate(items):
+        groups.setdefault(item.queue, []).append(position)
+    return groups
+
+
+def _scatter(count: int, groups: dict[str, list[int]], replies: Sequence[Any]) -> list[bool]:
+    """Per-item results, in the callers' order, from one script reply per queue group."""
+    results = [False] * count
+    for positions, reply in zip(groups.values(), replies, strict=True):
+        for position, flag in zip(positions, reply, strict=True):
+            results[position] = bool(flag)
+    return results
+
+
 class _KeyCache:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -211,21 +227,15 @@ class RedisLeaseKeeper:
         self._extend = self.client.register_script(_lua("extend"))
 
     def extend(self, items: Sequence[Reserved], lease_s: float) -> list[bool]:
-        by_queue: dict[str, list[Reserved]] = {}
-        for item in items:
-            by_queue.setdefault(item.queue, []).append(item)
+        groups = _positions_by_queue(items)
         with mapped_errors(self.url), self.client.pipeline(transaction=False) as pipe:
-            for queue, group in by_queue.items():
+            for queue, positions in groups.items():
                 k = self.keys(queue)
-                args: list[ScriptArg] = [int(lease_s * 1000), *_token_pairs(group)]
+                pairs = _token_pairs([items[i] for i in positions])
+                args: list[ScriptArg] = [int(lease_s * 1000), *pairs]
                 self._extend(keys=[k.reserved, k.token], args=args, client=pipe)
             replies = pipe.execute()
-        renewed = {
-            item.job_id: bool(flag)
-            for group, reply in zip(by_queue.values(), replies, strict=True)
-            for item, flag in zip(group, reply, strict=True)
-        }
-        return [renewed[item.job_id] for item in items]
+        return _scatter(len(items), groups, replies)
 
     def close(self) -> None:
         self.client.close()
@@ -313,20 +323,15 @@ class RedisDriver:
                 await client.aclose()
 
     async def ack(self, items: Sequence[Reserved]) -> list[bool]:
-        by_queue: dict[str, list[Reserved]] = {}
-        for item in items:
-            by_queue.setdefault(item.queue, []).append(item)
+        groups = _positions_by_queue(items)
         with mapped_errors(self.url):
             replies = [
-                await self._ack(keys=self._ack_keys(queue), args=_token_pairs(group))
-                for queue, group in by_queue.items()
+                await self._ack(
+                    keys=self._ack_keys(queue), args=_token_pairs([items[i] for i in positions])
+                )
+                for queue, positions in groups.items()
             ]
-        done = {
-            item.job_id: bool(flag)
-            for group, reply in zip(by_queue.values(), replies, strict=True)
-            for item, flag in zip(group, reply, strict=True)
-        }
-        return [done[item.job_id] for item in items]
+        return _scatter(len(items), groups, replies)
 
     def _ack_keys(self, queue: str) -> list[str]:
         k = self.keys(queue)

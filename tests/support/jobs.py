@@ -1,0 +1,126 @@
+"""Jobs the tests dispatch.
+
+Each appends a line to a ledger file (outside the queue store), so in-process and subprocess
+workers alike leave a record the test can read: ``event job_id attempt pid``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+from runequeue import Job
+
+
+def note(path: str, event: str, job: Job) -> None:
+    with open(path, "a", encoding="utf-8") as ledger:
+        ledger.write(f"{event} {job.job_id} {job.attempt} {os.getpid()}\n")
+        ledger.flush()
+        os.fsync(ledger.fileno())
+
+
+def read_ledger(path: Path) -> list[tuple[str, str, int, int]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        event, job_id, attempt, pid = line.split()
+        rows.append((event, job_id, int(attempt), int(pid)))
+    return rows
+
+
+@dataclasses.dataclass
+class Record(Job, name="tests.Record"):
+    ledger: str
+    tag: str = "done"
+
+    async def handle(self) -> None:
+        note(self.ledger, self.tag, self)
+
+
+@dataclasses.dataclass
+class RecordInThread(Job, name="tests.RecordInThread"):
+    ledger: str
+
+    def handle(self) -> None:
+        note(self.ledger, "done", self)
+
+
+@dataclasses.dataclass
+class FlakyThenOk(Job, name="tests.FlakyThenOk"):
+    ledger: str
+    fail_times: int
+    tries = 5
+
+    async def handle(self) -> None:
+        note(self.ledger, "start", self)
+        if self.attempt <= self.fail_times:
+            raise RuntimeError(f"flaky failure on attempt {self.attempt}")
+        note(self.ledger, "done", self)
+
+
+class Boom(Exception):
+    pass
+
+
+@dataclasses.dataclass
+class AlwaysFails(Job, name="tests.AlwaysFails"):
+    ledger: str
+    tries = 2
+
+    async def handle(self) -> None:
+        note(self.ledger, "start", self)
+        raise Boom("always fails")
+
+    async def failed(self, exc: BaseException) -> None:
+        note(self.ledger, f"hook:{type(exc).__name__}", self)
+
+
+@dataclasses.dataclass
+class HookRaises(Job, name="tests.HookRaises"):
+    ledger: str
+    tries = 1
+
+    async def handle(self) -> None:
+        raise Boom("fails")
+
+    def failed(self, exc: BaseException) -> None:
+        note(self.ledger, "hook", self)
+        raise RuntimeError("the hook itself breaks")
+
+
+@dataclasses.dataclass
+class Sleepy(Job, name="tests.Sleepy"):
+    """Sleeps on the event loop (async)."""
+
+    ledger: str
+    seconds: float
+
+    async def handle(self) -> None:
+        note(self.ledger, "start", self)
+        await asyncio.sleep(self.seconds)
+        note(self.ledger, "done", self)
+
+
+@dataclasses.dataclass
+class BlockingSleepy(Job, name="tests.BlockingSleepy"):
+    """Blocks the event loop itself with time.sleep, to starve anything that runs on it."""
+
+    ledger: str
+    seconds: float
+
+    async def handle(self) -> None:
+        note(self.ledger, "start", self)
+        time.sleep(self.seconds)
+        note(self.ledger, "done", self)
+
+
+@dataclasses.dataclass
+class TypedUser(Job, name="tests.TypedUser"):
+    user_id: int
+
+    async def handle(self) -> None:
+        return None

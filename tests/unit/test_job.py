@@ -1,0 +1,45 @@
+import dataclasses
+
+import pytest
+
+from runequeue import Job
+from runequeue.errors import DuplicateJobName, UnknownJob
+from runequeue.job import job_class
+
+
+def test_name_defaults_to_the_class_name_and_can_be_overridden() -> None:
+    @dataclasses.dataclass
+    class SendInvoiceForUnitTest(Job):
+        order_id: int
+
+    @dataclasses.dataclass
+    class Renamed(Job, name="unit.renamed"):
+        pass
+
+    assert job_class("SendInvoiceForUnitTest") is SendInvoiceForUnitTest
+    assert job_class("unit.renamed") is Renamed
+
+
+def test_two_classes_under_one_name_is_an_error() -> None:
+    @dataclasses.dataclass
+    class First(Job, name="unit.clash"):
+        pass
+
+    with pytest.raises(DuplicateJobName, match=r"unit\.clash"):
+
+        @dataclasses.dataclass
+        class Second(Job, name="unit.clash"):
+            pass
+
+
+def test_slots_dataclass_replaces_its_own_registration() -> None:
+    @dataclasses.dataclass(slots=True)
+    class Slotted(Job, name="unit.slotted"):
+        value: int
+
+    assert job_class("unit.slotted") is Slotted
+
+
+def test_unknown_name_raises_unknown_job() -> None:
+    with pytest.raises(UnknownJob):
+        job_class("unit.never-registered")

@@ -1,6 +1,7 @@
-"""Shared fixtures: a real Redis with a key prefix of each test's own, and worker helpers.
+"""Shared fixtures: a real Redis with a key prefix of each test's own, and databases of the
+session's own on the real PostgreSQL and MariaDB servers (SQLite files per test).
 
-A missing Redis skips the Redis tests locally and fails them when CI=true.
+A missing server skips its tests locally and fails them when CI=true.
 """
 
 from __future__ import annotations
@@ -8,13 +9,30 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
+import sqlalchemy as sa
 
 from runequeue import Queue, QueueConfig
+from runequeue.database import create_engine
+from runequeue.schema import metadata, migrate
 
 REDIS_URL = os.environ.get("RUNEQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SERVER_URLS = {
+    "postgresql": os.environ.get(
+        "RUNEQUEUE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432"
+    ),
+    "mysql": os.environ.get("RUNEQUEUE_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306"),
+}
+ADMIN_DATABASES = {"postgresql": "test", "mysql": "test"}
+
+
+def _missing(message: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -22,18 +40,26 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
-        message = f"Redis is not reachable at {REDIS_URL}: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        _missing(f"Redis is not reachable at {REDIS_URL}: {exc}")
     return REDIS_URL
 
 
 @pytest.fixture
-def config(redis_url: str) -> Iterator[QueueConfig]:
-    """A redis-driver configuration whose keys no other test sees; deleted afterwards."""
+def sqlite_url(tmp_path: Path) -> str:
+    """A migrated SQLite database of the test's own."""
+    url = f"sqlite:///{tmp_path / 'runequeue.sqlite3'}"
+    migrate(url)
+    return url
+
+
+@pytest.fixture
+def config(redis_url: str, sqlite_url: str) -> Iterator[QueueConfig]:
+    """A redis-driver configuration whose keys no other test sees (deleted afterwards), recording
+    failures in an SQLite database of the test's own."""
     prefix = f"rqtest-{uuid.uuid4().hex[:12]}"
-    yield QueueConfig(driver="redis", redis_url=redis_url, redis_prefix=prefix)
+    yield QueueConfig(
+        driver="redis", redis_url=redis_url, redis_prefix=prefix, database_url=sqlite_url
+    )
     client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
     if keys:
@@ -45,3 +71,48 @@ def config(redis_url: str) -> Iterator[QueueConfig]:
 def _close_dispatch_connections() -> Iterator[None]:
     yield
     Queue.close_connections()
+
+
+def _server_database(kind: str) -> Iterator[str]:
+    """A database of this test session's own on the real server of ``kind``; dropped afterwards."""
+    server = SERVER_URLS[kind]
+    name = f"rqtest_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(f"{server}/{ADMIN_DATABASES[kind]}").execution_options(
+        isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        _missing(f"{kind} is not reachable at {server}: {exc.orig}")
+    try:
+        yield f"{server}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    yield from _server_database("postgresql")
+
+
+@pytest.fixture(scope="session")
+def mysql_database() -> Iterator[str]:
+    yield from _server_database("mysql")
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A freshly migrated database on each backend the store supports."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'failed.sqlite3'}"
+    else:
+        url = request.getfixturevalue(f"{request.param}_database")
+        engine = create_engine(url)
+        metadata.drop_all(engine)
+        engine.dispose()
+    migrate(url)
+    return url

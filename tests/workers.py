@@ -14,7 +14,7 @@ from typing import Any
 
 from runequeue import QueueConfig, Worker, WorkerOptions
 from runequeue.drivers import open_driver
-from runequeue.failed import FailedJob, open_failed_store
+from runequeue.failed import FailedJob, FailedJobStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,13 +34,13 @@ def options(config: QueueConfig, **overrides: Any) -> WorkerOptions:
 
 async def run_worker(config: QueueConfig, **overrides: Any) -> Worker:
     driver = open_driver(config)
-    store = open_failed_store(config)
+    store = FailedJobStore(config.database_url)
     worker = Worker(driver, store, options(config, **overrides))
     try:
         await worker.run()
     finally:
         await driver.close()
-        await store.close()
+        store.close()
     return worker
 
 
@@ -49,14 +49,11 @@ def work(config: QueueConfig, **overrides: Any) -> Worker:
 
 
 def failed_jobs(config: QueueConfig, queue: str | None = None) -> list[FailedJob]:
-    async def read() -> list[FailedJob]:
-        store = open_failed_store(config)
-        try:
-            return await store.list(queue or config.queue_name)
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
+    store = FailedJobStore(config.database_url)
+    try:
+        return store.all(queue)
+    finally:
+        store.close()
 
 
 def spawn_worker(config: QueueConfig, *args: str, log: Path) -> subprocess.Popen[bytes]:
@@ -67,6 +64,7 @@ def spawn_worker(config: QueueConfig, *args: str, log: Path) -> subprocess.Popen
         "REDIS_URL": config.redis_url,
         "QUEUE_REDIS_PREFIX": config.redis_prefix,
         "QUEUE_RETRY_AFTER": str(config.retry_after_s),
+        "DATABASE_URL": config.database_url,
     }
     command = [sys.executable, "-m", "runequeue", "queue:work", "--import", "tests.support.jobs"]
     with open(log, "ab") as out:

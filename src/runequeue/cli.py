@@ -9,17 +9,22 @@ import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
 from runequeue import demo
 from runequeue.config import QueueConfig, imports_from_env
+from runequeue.database import redacted
 from runequeue.errors import RuneQueueError
+from runequeue.failed import FailedJob
+from runequeue.failures import FailedJobs
 from runequeue.job import Backoff
 from runequeue.queue import Queue
+from runequeue.schema import migrate
 from runequeue.worker import WorkerOptions, run_worker
 
 console = Console()
@@ -137,27 +142,135 @@ def queue_clear(connection: str | None, queues: str | None) -> None:
 
 
 @cli.command("demo")
-@click.option(
-    "--driver", type=click.Choice(["sync", "redis"]), help="Default: QUEUE_DRIVER or sync."
-)
+@click.option("--driver", type=click.Choice(["sync", "redis"]), help="Default: QUEUE_DRIVER.")
 def demo_command(driver: str | None) -> None:
     """Dispatch a few example jobs (one fails), process them and show what happened."""
     config = _config(driver)
+    created = _call(partial(migrate, config.database_url))
+    if created:
+        console.print(f"created {', '.join(created)} in {redacted(config.database_url)}")
     table = Table("job", "id", "outcome", title=f"runequeue demo on the {config.driver} driver")
-    report = table.add_row
     if config.driver == "sync":
         logging.basicConfig(level=logging.CRITICAL)  # the table says it all
-        failures = demo.run_sync_demo(config, report)
+        demo.run_sync_demo(config, table.add_row)
         console.print(table)
-        console.print(
-            f"{failures} job(s) failed, as the demo intends (ChargeCard always declines)."
-        )
+    else:
+        _setup_logging()
+        _call(lambda: asyncio.run(demo.run_redis_demo(config, table.add_row)))
+        console.print(table)
+    console.print("ChargeCard always declines, so it is in the failed jobs:")
+    with FailedJobs(config) as failed:
+        latest = [job for job in _call(failed.list) if job.job_name == "demo.ChargeCard"][-1:]
+    console.print(_failed_table(latest))
+    console.print("See them all with `rune queue:failed`; retry with `rune queue:retry ID`.")
+
+
+@cli.command("migrate")
+@click.option("--database-url", help="SQLAlchemy URL (default: DATABASE_URL).")
+def migrate_command(database_url: str | None) -> None:
+    """Create runequeue's tables (failed_jobs) where missing."""
+    config = _config(database_url=database_url)
+    created = _call(partial(migrate, config.database_url))
+    where = redacted(config.database_url)
+    if created:
+        console.print(f"created {', '.join(created)} in {where}")
+    else:
+        console.print(f"nothing to do: every table exists in {where}")
+
+
+@cli.command("queue:failed")
+@click.option("--queue", help="Only this queue.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, for scripts.")
+def queue_failed(queue: str | None, as_json: bool) -> None:
+    """List failed jobs."""
+    with FailedJobs(_config()) as failed:
+        jobs = _call(partial(failed.list, queue))
+    if as_json:
+        for job in jobs:
+            click.echo(msgspec.json.encode(_as_dict(job)))
         return
-    _setup_logging()
-    failed = _call(lambda: asyncio.run(demo.run_redis_demo(config, report)))
-    console.print(table)
-    for failure in failed:
-        console.print(f"[red]failed[/red] {failure.job_id}: {failure.exception.splitlines()[0]}")
+    if not jobs:
+        console.print("no failed jobs")
+        return
+    console.print(_failed_table(jobs))
+
+
+@cli.command("queue:retry")
+@click.argument("ids", nargs=-1, required=True)
+@click.option("--queue", help="With `all`: only this queue.")
+def queue_retry(ids: tuple[str, ...], queue: str | None) -> None:
+    """Push failed jobs back onto their queue: IDS... or `all`."""
+    wanted: list[int] | Literal["all"] = (
+        "all" if ids == ("all",) else [_row_id(text) for text in ids]
+    )
+    with FailedJobs(_config()) as failed:
+        outcomes = _call(partial(failed.retry, wanted, queue=queue))
+    if not outcomes:
+        console.print("no failed jobs to retry")
+    for outcome in outcomes:
+        colour = {"retried": "green", "missing": "yellow", "error": "red"}[outcome.status]
+        status = f"[{colour}]{outcome.status}[/{colour}]"
+        console.print(f"{status} {outcome.row_id} {outcome.job_id} {outcome.detail}")
+    if any(outcome.status == "error" for outcome in outcomes):
+        sys.exit(1)
+
+
+@cli.command("queue:forget")
+@click.argument("row_id", type=int)
+def queue_forget(row_id: int) -> None:
+    """Delete one failed job."""
+    with FailedJobs(_config()) as failed:
+        if not _call(partial(failed.forget, row_id)):
+            raise click.ClickException(f"no failed job with id {row_id}")
+    console.print(f"forgot failed job {row_id}")
+
+
+@cli.command("queue:flush")
+@click.option("--hours", type=float, help="Only those that failed more than this long ago.")
+def queue_flush(hours: float | None) -> None:
+    """Delete all failed jobs."""
+    with FailedJobs(_config()) as failed:
+        count = _call(partial(failed.flush, hours=hours))
+    console.print(f"deleted {count} failed job(s)")
+
+
+@cli.command("queue:prune-failed")
+@click.option("--hours", type=float, default=24.0, show_default=True, help="Age to keep.")
+def queue_prune_failed(hours: float) -> None:
+    """Delete failed jobs older than --hours."""
+    with FailedJobs(_config()) as failed:
+        count = _call(partial(failed.prune, hours=hours))
+    console.print(f"deleted {count} failed job(s) older than {hours:g} hours")
+
+
+def _row_id(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a failed job id (or `all`)") from None
+
+
+def _failed_table(jobs: list[FailedJob]) -> Table:
+    table = Table("id", "uuid", "connection", "queue", "job", "failed at", "exception")
+    for job in jobs:
+        failed_at = job.failed_at.strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(
+            str(job.id), job.job_id, job.connection, job.queue, job.job_name, failed_at, job.summary
+        )
+    return table
+
+
+def _as_dict(job: FailedJob) -> dict[str, object]:
+    return {
+        "id": job.id,
+        "uuid": job.job_id,
+        "connection": job.connection,
+        "queue": job.queue,
+        "job": job.job_name,
+        "failed_at": job.failed_at.isoformat(),
+        "exception": job.exception,
+        "payload": job.payload.decode("utf-8", errors="replace"),
+    }
 
 
 def _call(action: Callable[[], T]) -> T:

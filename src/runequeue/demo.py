@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Callable
 
 from runequeue.config import QueueConfig
-from runequeue.failed import FailedJob, open_failed_store
 from runequeue.job import Job
 from runequeue.queue import Queue
 from runequeue.worker import WorkerOptions, run_worker
@@ -75,19 +74,13 @@ def run_sync_demo(config: QueueConfig, report: Report) -> int:
     return failures
 
 
-async def run_redis_demo(config: QueueConfig, report: Report) -> list[FailedJob]:
-    """Dispatch to Redis under a throw-away prefix, run a worker until empty, list the failures."""
+async def run_redis_demo(config: QueueConfig, report: Report) -> None:
+    """Dispatch to Redis under a throw-away key prefix and run a worker until the queue is empty."""
     config = dataclasses.replace(config, redis_prefix=f"runequeue-demo-{uuid.uuid4().hex[:8]}")
     jobs = example_jobs()
     ids = await Queue.dispatch_many_async(config, jobs)
+    await Queue.aclose_connections()
     for job, job_id in zip(jobs, ids, strict=True):
         report(type(job).job_name, job_id, "dispatched")
     options = WorkerOptions(queues=(config.queue_name,), stop_when_empty=True, concurrency=4)
     await run_worker(config, options)
-    store = open_failed_store(config)
-    try:
-        failed = await store.list(config.queue_name)
-        await store.flush(config.queue_name)
-    finally:
-        await store.close()
-    return failed

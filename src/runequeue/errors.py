@@ -60,3 +60,11 @@ class LeaseExpired(RuneQueueError):
 
 class FailedStoreError(RuneQueueError):
     """The failed-job store could not record or read a failure."""
+
+
+class DatabaseUnavailable(FailedStoreError):
+    """The database could not be reached."""
+
+
+class MissingTable(FailedStoreError):
+    """A runequeue table does not exist; run `rune migrate`."""

@@ -1,25 +1,27 @@
-"""Where jobs that failed for good are kept: the failed-job store.
+"""The failed-job store: the ``failed_jobs`` table, on SQLAlchemy Core.
 
-`FailedJobStore` is what the worker and the sync driver write to. Recording is idempotent by job id,
-because the worker records a failure and only then deletes the job from the queue backend
-(invariant 5): after a crash between the two, the same failure is recorded again, not twice.
-
-`RedisFailedJobs` keeps failures in one Redis hash per queue (``queues:{Q}:failed``, id -> JSON).
-It is the interim store until the ``failed_jobs`` SQL table replaces it.
+Workers record a failure and only then delete the job from the queue backend (invariant 5), so the
+same failure may be recorded twice after a crash between the two: recording is an upsert on the job
+id (``uuid``), and a job that fails again after a retry comes back with a fresh ``failed_at``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import time
-from typing import Protocol
+import datetime as dt
+from collections.abc import Iterator, Sequence
 
-import msgspec
-import redis.asyncio as aioredis
+import sqlalchemy as sa
 
-from runequeue.config import QueueConfig
-from runequeue.drivers.redis import QueueKeys, mapped_errors
-from runequeue.errors import DriverError, FailedStoreError
+from runequeue import payload
+from runequeue.database import create_engine, mapped_errors
+from runequeue.errors import MissingTable
+from runequeue.schema import failed_jobs
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -31,85 +33,115 @@ class FailedJob:
     queue: str
     payload: bytes
     exception: str
-    failed_at: float = dataclasses.field(default_factory=time.time)
+    failed_at: dt.datetime = dataclasses.field(default_factory=utcnow)
+    id: int = 0  # the row's key, once stored
+
+    @property
+    def job_name(self) -> str:
+        return payload.peek_name(self.payload) or "?"
+
+    @property
+    def summary(self) -> str:
+        """The first line of the exception."""
+        return self.exception.splitlines()[0] if self.exception else ""
 
 
-class FailedJobStore(Protocol):
-    async def record(self, failure: FailedJob) -> None:
-        """Keep ``failure``; recording the same job id again replaces the earlier record."""
+class FailedJobStore:
+    """The ``failed_jobs`` table of one database. Blocking: call it from a thread in async code."""
 
-    async def list(self, queue: str) -> list[FailedJob]: ...
-
-    async def flush(self, queue: str) -> int:
-        """Delete every failed job of ``queue``; returns how many."""
-
-    async def close(self) -> None: ...
-
-
-class _Row(msgspec.Struct, frozen=True):
-    job_id: str
-    connection: str
-    queue: str
-    payload: str
-    exception: str
-    failed_at: float
-
-
-class RedisFailedJobs:
-    """Failed jobs in ``queues:{Q}:failed`` hashes beside the queue's own keys."""
-
-    def __init__(self, url: str, *, prefix: str = "queues") -> None:
+    def __init__(self, url: str) -> None:
         self.url = url
-        self.prefix = prefix
-        self.client = aioredis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+        with mapped_errors(url):
+            self.engine = create_engine(url)
 
-    def _key(self, queue: str) -> str:
-        return f"{QueueKeys.of(self.prefix, queue).ready}:failed"
-
-    async def record(self, failure: FailedJob) -> None:
-        row = _Row(
-            failure.job_id,
-            failure.connection,
-            failure.queue,
-            failure.payload.decode("utf-8", errors="backslashreplace"),  # forensics, not replay
-            failure.exception,
-            failure.failed_at,
-        )
-        try:
-            with mapped_errors(self.url):
-                await self.client.hset(
-                    self._key(failure.queue), failure.job_id, msgspec.json.encode(row)
+    def check(self) -> None:
+        """Raise `MissingTable` (saying to run ``rune migrate``) unless the table exists."""
+        with mapped_errors(self.url), self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table(failed_jobs.name):
+                raise MissingTable(
+                    f"the failed_jobs table does not exist in {self.engine.url!r}; "
+                    "run `rune migrate` to create it"
                 )
-        except DriverError as exc:
-            raise FailedStoreError(f"could not record failed job {failure.job_id}: {exc}") from exc
 
-    async def list(self, queue: str) -> list[FailedJob]:
-        with mapped_errors(self.url):
-            rows = await self.client.hvals(self._key(queue))
-        decoded = [msgspec.json.decode(raw, type=_Row) for raw in rows]
-        return sorted(
-            (
-                FailedJob(
-                    r.job_id, r.connection, r.queue, r.payload.encode(), r.exception, r.failed_at
-                )
-                for r in decoded
-            ),
-            key=lambda failure: failure.failed_at,
-        )
+    def record(self, failure: FailedJob) -> None:
+        """Store ``failure``; a row with the same job id is replaced (fresh ``failed_at``)."""
+        values = {
+            "connection": failure.connection,
+            "queue": failure.queue,
+            "payload": failure.payload.decode("utf-8", errors="backslashreplace"),
+            "exception": failure.exception,
+            "failed_at": _naive_utc(failure.failed_at),
+        }
+        with mapped_errors(self.url), self.engine.begin() as conn:
+            where = failed_jobs.c.uuid == failure.job_id
+            if conn.execute(sa.update(failed_jobs).where(where).values(values)).rowcount == 0:
+                conn.execute(sa.insert(failed_jobs).values(uuid=failure.job_id, **values))
 
-    async def flush(self, queue: str) -> int:
-        with mapped_errors(self.url):
-            count = int(await self.client.hlen(self._key(queue)))
-            await self.client.delete(self._key(queue))
-        return count
+    def all(self, queue: str | None = None) -> list[FailedJob]:
+        """Every failed job (of ``queue``), oldest first."""
+        query = sa.select(failed_jobs).order_by(failed_jobs.c.id)
+        if queue is not None:
+            query = query.where(failed_jobs.c.queue == queue)
+        with mapped_errors(self.url), self.engine.connect() as conn:
+            return [_from_row(row) for row in conn.execute(query)]
 
-    async def close(self) -> None:
-        await self.client.aclose()
+    def find(self, ids: Sequence[int]) -> list[FailedJob]:
+        query = sa.select(failed_jobs).where(failed_jobs.c.id.in_(ids)).order_by(failed_jobs.c.id)
+        with mapped_errors(self.url), self.engine.connect() as conn:
+            return [_from_row(row) for row in conn.execute(query)]
+
+    def ids(self, queue: str | None = None) -> list[int]:
+        query = sa.select(failed_jobs.c.id).order_by(failed_jobs.c.id)
+        if queue is not None:
+            query = query.where(failed_jobs.c.queue == queue)
+        with mapped_errors(self.url), self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    @contextlib.contextmanager
+    def claim(self, row_id: int) -> Iterator[FailedJob | None]:
+        """Hold row ``row_id`` locked for the ``with`` block and delete it if the block succeeds.
+
+        Two concurrent retries of one row cannot both push it: the second waits for the lock and
+        then finds no row (``None``). If the block raises, the row stays.
+        """
+        query = sa.select(failed_jobs).where(failed_jobs.c.id == row_id).with_for_update()
+        with mapped_errors(self.url), self.engine.begin() as conn:
+            row = conn.execute(query).first()
+            yield None if row is None else _from_row(row)
+            if row is not None:
+                conn.execute(sa.delete(failed_jobs).where(failed_jobs.c.id == row_id))
+
+    def forget(self, row_id: int) -> bool:
+        """Delete one failed job; ``False`` if there was none with that id."""
+        with mapped_errors(self.url), self.engine.begin() as conn:
+            deleted = conn.execute(sa.delete(failed_jobs).where(failed_jobs.c.id == row_id))
+            return deleted.rowcount > 0
+
+    def flush(self, older_than: dt.timedelta | None = None) -> int:
+        """Delete every failed job, or those that failed more than ``older_than`` ago."""
+        statement = sa.delete(failed_jobs)
+        if older_than is not None:
+            statement = statement.where(failed_jobs.c.failed_at < _naive_utc(utcnow() - older_than))
+        with mapped_errors(self.url), self.engine.begin() as conn:
+            return int(conn.execute(statement).rowcount)
+
+    def close(self) -> None:
+        self.engine.dispose()
 
 
-_store_check: type[FailedJobStore] = RedisFailedJobs
+def _naive_utc(moment: dt.datetime) -> dt.datetime:
+    # Stored without a zone (SQLite and MySQL have no zone-aware type); always UTC.
+    return moment.astimezone(dt.UTC).replace(tzinfo=None)
 
 
-def open_failed_store(config: QueueConfig) -> FailedJobStore:
-    """The failed-job store for ``config``."""
-    return RedisFailedJobs(config.redis_url, prefix=config.redis_prefix)
+def _from_row(row: sa.Row[tuple[object, ...]]) -> FailedJob:
+    values = row._mapping
+    return FailedJob(
+        id=int(values["id"]),
+        job_id=str(values["uuid"]),
+        connection=str(values["connection"]),
+        queue=str(values["queue"]),
+        payload=str(values["payload"]).encode(),
+        exception=str(values["exception"]),
+        failed_at=values["failed_at"].replace(tzinfo=dt.UTC),
+    )

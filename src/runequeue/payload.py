@@ -116,9 +116,18 @@ def with_attempts_reset(envelope: Envelope) -> Envelope:
 
 def peek_id(raw: bytes) -> str | None:
     """Best-effort job id from bytes that may not decode as an envelope."""
+    return _peek(raw, "id")
+
+
+def peek_name(raw: bytes) -> str | None:
+    """Best-effort job name from bytes that may not decode as an envelope."""
+    return _peek(raw, "job")
+
+
+def _peek(raw: bytes, field: str) -> str | None:
     try:
         value: Any = msgspec.json.decode(raw)
     except msgspec.DecodeError:
         return None
-    found = value.get("id") if isinstance(value, dict) else None
+    found = value.get(field) if isinstance(value, dict) else None
     return found if isinstance(found, str) else None

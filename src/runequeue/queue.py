@@ -17,6 +17,7 @@ from runequeue.config import QueueConfig
 from runequeue.drivers import open_driver, open_producer
 from runequeue.drivers.base import Driver, Outgoing, Producer
 from runequeue.drivers.sync import SyncDriver
+from runequeue.failed import FailedJobStore
 from runequeue.job import Backoff, Job
 from runequeue.runner import run_now
 
@@ -121,9 +122,14 @@ class Queue:
         """Close the blocking connections opened by dispatch (they reopen on next use)."""
         with _lock:
             producers = list(_producers.values())
+            stores = list(_stores.values())
             _producers.clear()
+            _stores.clear()
+            _sync_drivers.clear()
         for producer in producers:
             producer.close()
+        for store in stores:
+            store.close()
 
 
 def _connection(config: QueueConfig, job: Job) -> QueueConfig:
@@ -171,12 +177,39 @@ _producers: dict[QueueConfig, Producer] = {}
 _async_drivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[QueueConfig, Driver]] = (
     weakref.WeakKeyDictionary()
 )
-_sync_driver = SyncDriver(run_now)
+_sync_drivers: dict[QueueConfig, SyncDriver] = {}
+_stores: dict[str, FailedJobStore] = {}
+
+
+def failed_store(config: QueueConfig) -> FailedJobStore:
+    """The failed-job store of ``config``'s database, shared by everything in this process."""
+    with _lock:
+        store = _stores.get(config.database_url)
+        if store is None:
+            store = _stores[config.database_url] = FailedJobStore(config.database_url)
+        return store
+
+
+def _sync_driver(config: QueueConfig) -> SyncDriver:
+    driver = _sync_drivers.get(config)
+    if driver is None:
+        store = failed_store(config)
+
+        async def run(item: Outgoing) -> None:
+            await run_now(item.raw, connection="sync", queue=item.queue, store=store)
+
+        driver = _sync_drivers[config] = SyncDriver(run)
+    return driver
+
+
+def push_stored(config: QueueConfig, items: Sequence[Outgoing]) -> None:
+    """Push already-encoded jobs (a retried failed job) to ``config``'s backend."""
+    _producer(config).push(items)
 
 
 def _producer(config: QueueConfig) -> Producer:
     if config.driver == "sync":
-        return _sync_driver
+        return _sync_driver(config)
     with _lock:
         producer = _producers.get(config)
         if producer is None:
@@ -186,7 +219,7 @@ def _producer(config: QueueConfig) -> Producer:
 
 async def _push_async(config: QueueConfig, items: Sequence[Outgoing]) -> None:
     if config.driver == "sync":
-        await _sync_driver.push_async(items)
+        await _sync_driver(config).push_async(items)
         return
     # asyncio connections belong to the loop that opened them.
     drivers = _async_drivers.setdefault(asyncio.get_running_loop(), {})

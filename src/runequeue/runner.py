@@ -16,7 +16,8 @@ from concurrent.futures import Executor
 from typing import Literal
 
 from runequeue import payload
-from runequeue.errors import JobTimeout, PayloadError
+from runequeue.errors import FailedStoreError, JobTimeout, PayloadError
+from runequeue.failed import FailedJob, FailedJobStore
 from runequeue.job import Backoff, Job, is_async_handler
 from runequeue.retry import Ack, Decision, Fail, Release, decide
 
@@ -139,9 +140,23 @@ def log_attempt(attempt: Attempt, attempts: int) -> None:
     )
 
 
-async def run_now(raw: bytes) -> None:
-    """Run a job once, here and now (the sync driver); on failure call its hook, raise its error."""
+async def run_now(raw: bytes, *, connection: str, queue: str, store: FailedJobStore) -> None:
+    """Run a job once, here and now (the sync driver).
+
+    On failure its hook is called and the failure recorded, then its error is raised. If the
+    failure cannot be recorded (no ``failed_jobs`` table, database down), `FailedStoreError`
+    is raised instead, with the job's error as its cause.
+    """
     attempt = await run_attempt(raw, 1, JobDefaults(tries=1, timeout_s=None), only_try=True)
     log_attempt(attempt, 1)
-    if attempt.error is not None:
-        raise attempt.error
+    if attempt.error is None:
+        return
+    failure = FailedJob(attempt.job_id, connection, queue, raw, attempt.error_text())
+    try:
+        await asyncio.to_thread(store.record, failure)
+    except FailedStoreError as exc:
+        raise FailedStoreError(
+            f"job {attempt.job_name} ({attempt.job_id}) failed with "
+            f"{type(attempt.error).__name__}: {attempt.error}, and could not be recorded: {exc}"
+        ) from attempt.error
+    raise attempt.error

@@ -22,7 +22,7 @@ from runequeue.config import QueueConfig
 from runequeue.drivers import open_driver
 from runequeue.drivers.base import Batch, Driver, Reserved
 from runequeue.errors import DriverError, FailedStoreError, LeaseExpired
-from runequeue.failed import FailedJob, FailedJobStore, open_failed_store
+from runequeue.failed import FailedJob, FailedJobStore
 from runequeue.heartbeat import Heartbeat
 from runequeue.job import Backoff
 from runequeue.retry import Ack, Release
@@ -315,7 +315,7 @@ class Worker:
 
     async def _record(self, failure: FailedJob) -> bool:
         try:
-            await self.failed_store.record(failure)
+            await asyncio.to_thread(self.failed_store.record, failure)
             await self.driver.purge(failure.queue, failure.job_id)
         except (FailedStoreError, DriverError) as exc:
             log.warning("failed job %s kept in the outbox until it can be recorded: %s",
@@ -431,11 +431,18 @@ class Worker:
 
 
 async def run_worker(config: QueueConfig, options: WorkerOptions) -> int:
-    """Open the backend ``config`` names and work it with ``options`` until stopped."""
-    driver = open_driver(config)
-    store = open_failed_store(config)
+    """Open the backend ``config`` names and work it with ``options`` until stopped.
+
+    Raises:
+        MissingTable: no ``failed_jobs`` table to record failures in (run ``rune migrate``).
+    """
+    store = FailedJobStore(config.database_url)
     try:
-        return await Worker(driver, store, options, connection=config.driver).run()
+        await asyncio.to_thread(store.check)
+        driver = open_driver(config)
+        try:
+            return await Worker(driver, store, options, connection=config.driver).run()
+        finally:
+            await driver.close()
     finally:
-        await driver.close()
-        await store.close()
+        store.close()

@@ -14,7 +14,7 @@ from typing import Any
 
 from runequeue.drivers.base import Outgoing, Producer
 
-RunNow = Callable[[bytes], Awaitable[None]]
+RunNow = Callable[[Outgoing], Awaitable[None]]
 
 
 class SyncDriver:
@@ -32,7 +32,7 @@ class SyncDriver:
             await self._run(item)
 
     async def _run(self, item: Outgoing) -> None:
-        await self._run_now(item.raw)
+        await self._run_now(item)
 
     def size(self, queue: str) -> int:
         return 0  # nothing ever waits

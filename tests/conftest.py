@@ -95,7 +95,7 @@ def _server_database(kind: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def postgres_database() -> Iterator[str]:
+def postgresql_database() -> Iterator[str]:
     yield from _server_database("postgresql")
 
 

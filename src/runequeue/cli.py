@@ -252,6 +252,8 @@ def _row_id(text: str) -> int:
 
 def _failed_table(jobs: list[FailedJob]) -> Table:
     table = Table("id", "uuid", "connection", "queue", "job", "failed at", "exception")
+    for column in table.columns[:6]:
+        column.overflow = "fold"  # ids and names must stay whole to be copied
     for job in jobs:
         failed_at = job.failed_at.strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(

@@ -13,6 +13,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from runequeue import payload
 from runequeue.database import create_engine, mapped_errors
@@ -73,9 +74,7 @@ class FailedJobStore:
             "failed_at": _naive_utc(failure.failed_at),
         }
         with mapped_errors(self.url), self.engine.begin() as conn:
-            where = failed_jobs.c.uuid == failure.job_id
-            if conn.execute(sa.update(failed_jobs).where(where).values(values)).rowcount == 0:
-                conn.execute(sa.insert(failed_jobs).values(uuid=failure.job_id, **values))
+            conn.execute(_upsert(self.engine.dialect.name, {"uuid": failure.job_id, **values}))
 
     def all(self, queue: str | None = None) -> list[FailedJob]:
         """Every failed job (of ``queue``), oldest first."""
@@ -127,6 +126,22 @@ class FailedJobStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _upsert(dialect: str, values: dict[str, object]) -> sa.Executable:
+    """INSERT, or UPDATE the row of the same uuid, in one statement of the dialect's own.
+
+    One statement matters on MySQL: UPDATE-then-INSERT from two workers at once deadlocks on the
+    unique index's gap locks.
+    """
+    changed = {key: value for key, value in values.items() if key != "uuid"}
+    if dialect == "postgresql":
+        pg = postgresql.insert(failed_jobs).values(values)
+        return pg.on_conflict_do_update(index_elements=["uuid"], set_=changed)
+    if dialect in ("mysql", "mariadb"):
+        return mysql.insert(failed_jobs).values(values).on_duplicate_key_update(changed)
+    lite = sqlite.insert(failed_jobs).values(values)
+    return lite.on_conflict_do_update(index_elements=["uuid"], set_=changed)
 
 
 def _naive_utc(moment: dt.datetime) -> dt.datetime:

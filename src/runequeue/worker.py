@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from runequeue import payload
 from runequeue.config import QueueConfig
 from runequeue.drivers import open_driver
-from runequeue.drivers.base import Batch, Driver, Reserved
-from runequeue.errors import DriverError, FailedStoreError, LeaseExpired
+from runequeue.drivers.base import Batch, Buried, Driver, Reserved
+from runequeue.errors import DriverError, FailedStoreError, LeaseExpired, PayloadError
 from runequeue.failed import FailedJob, FailedJobStore
 from runequeue.heartbeat import Heartbeat
 from runequeue.job import Backoff
@@ -104,6 +104,7 @@ class Worker:
         self._force = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._closing = asyncio.Event()
+        self._hooked: set[str] = set()  # lease-expired jobs whose failed() hook has been called
         self._idle_task: asyncio.Task[None] | None = None
         self._acks: asyncio.Queue[Reserved | None] = asyncio.Queue()
         self._broker_backoff = _Backoff()
@@ -132,6 +133,7 @@ class Worker:
         finally:
             await self._drain()
             await self._stop_background(background)
+            await self._flush_outbox()
             self._heartbeat.stop()
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._remove_signal_handlers()
@@ -373,20 +375,33 @@ class Worker:
         for queue in self.options.queues:
             try:
                 await self.driver.recover(queue, default_tries=self.options.tries)
-                for buried in await self.driver.buried(queue, 100):
-                    await self._record_buried(buried.queue, buried.job_id, buried.raw, buried.error)
+                await self._record_outbox(queue)
             except DriverError as exc:
                 log.warning("sweep of %s failed: %s", queue, exc)
 
-    async def _record_buried(self, queue: str, job_id: str, raw: bytes, error: str) -> None:
-        if error.startswith(f"{LeaseExpired.__module__}.{LeaseExpired.__qualname__}"):
-            # Failed by lease expiry inside Redis: no worker has called its hook yet.
-            with contextlib.suppress(Exception):
-                envelope = payload.decode(raw)
-                job = payload.build_job(envelope, attempt=0)
-                await call_failed_hook(job, LeaseExpired(error.partition(": ")[2]))
-            log.info("%-5s %-32s %s (lease expired with no tries left)", "FAIL", "?", job_id)
-        await self._record(FailedJob(job_id, self.connection, queue, raw, error))
+    async def _flush_outbox(self) -> None:
+        """One last try to record failures still waiting in the outbox before exiting."""
+        for queue in self.options.queues:
+            with contextlib.suppress(DriverError):
+                await self._record_outbox(queue)
+
+    async def _record_outbox(self, queue: str) -> None:
+        for buried in await self.driver.buried(queue, 100):
+            if not await self._record_buried(buried):
+                return  # the store is away; the next sweep tries again
+
+    async def _record_buried(self, buried: Buried) -> bool:
+        lease_expired = f"{LeaseExpired.__module__}.{LeaseExpired.__qualname__}"
+        if buried.error.startswith(lease_expired) and buried.job_id not in self._hooked:
+            # Failed inside Redis when its last lease expired: no worker has run its hook yet.
+            self._hooked.add(buried.job_id)
+            name = payload.peek_name(buried.raw) or "?"
+            log.info("%-5s %-32s %s lease expired, no tries left", "FAIL", name, buried.job_id)
+            with contextlib.suppress(PayloadError):
+                job = payload.build_job(payload.decode(buried.raw), attempt=0)
+                await call_failed_hook(job, LeaseExpired(buried.error.partition(": ")[2]))
+        failure = FailedJob(buried.job_id, self.connection, buried.queue, buried.raw, buried.error)
+        return await self._record(failure)
 
     def _lease_lost_from_thread(self, item: Reserved) -> None:
         if self._loop is not None:

@@ -124,3 +124,18 @@ class TypedUser(Job, name="tests.TypedUser"):
 
     async def handle(self) -> None:
         return None
+
+
+@dataclasses.dataclass
+class FailsUntilFixed(Job, name="tests.FailsUntilFixed"):
+    """Fails while the file ``fix`` does not exist: a bug fixed between failure and retry."""
+
+    ledger: str
+    fix: str
+    tries = 1
+
+    async def handle(self) -> None:
+        note(self.ledger, "start", self)
+        if not Path(self.fix).exists():
+            raise Boom("not fixed yet")
+        note(self.ledger, "done", self)

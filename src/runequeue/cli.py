@@ -142,27 +142,37 @@ def queue_clear(connection: str | None, queues: str | None) -> None:
 
 
 @cli.command("demo")
-@click.option("--driver", type=click.Choice(["sync", "redis"]), help="Default: QUEUE_DRIVER.")
-def demo_command(driver: str | None) -> None:
+@click.option(
+    "--driver",
+    type=click.Choice(["database", "sync", "redis"]),
+    default="database",
+    show_default=True,
+    help="database: the embedded SQLite queue unless DATABASE_URL names another.",
+)
+def demo_command(driver: str) -> None:
     """Dispatch a few example jobs (one fails), process them and show what happened."""
     config = _config(driver)
     created = _call(partial(migrate, config.database_url))
     if created:
-        console.print(f"created {', '.join(created)} in {redacted(config.database_url)}")
+        console.print(
+            f"rune migrate: created {', '.join(created)} in {redacted(config.database_url)}"
+        )
     table = Table("job", "id", "outcome", title=f"runequeue demo on the {config.driver} driver")
     if config.driver == "sync":
         logging.basicConfig(level=logging.CRITICAL)  # the table says it all
         demo.run_sync_demo(config, table.add_row)
         console.print(table)
     else:
-        _setup_logging()
-        _call(lambda: asyncio.run(demo.run_redis_demo(config, table.add_row)))
+        _call(partial(demo.dispatch_examples, config, table.add_row))
         console.print(table)
-    console.print("ChargeCard always declines, so it is in the failed jobs:")
+        console.print("rune queue:work --queue demo --stop-when-empty:")
+        _setup_logging()
+        _call(partial(demo.work_examples, config))
+    console.print("rune queue:failed (ChargeCard always declines):")
     with FailedJobs(config) as failed:
         latest = [job for job in _call(failed.list) if job.job_name == "demo.ChargeCard"][-1:]
     console.print(_failed_table(latest))
-    console.print("See them all with `rune queue:failed`; retry with `rune queue:retry ID`.")
+    console.print("Retry it with `rune queue:retry ID`; see them all with `rune queue:failed`.")
 
 
 @cli.command("migrate")

@@ -18,7 +18,13 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 
-from runequeue.errors import ConfigError, DatabaseUnavailable, FailedStoreError, MissingTable
+from runequeue.errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    FailedStoreError,
+    MissingTable,
+    RuneQueueError,
+)
 
 # Dialect -> (DBAPI module, SQLAlchemy driver name), in order of preference.
 _DBAPIS: dict[str, list[tuple[str, str]]] = {
@@ -83,8 +89,17 @@ def redacted(url: str) -> str:
 
 
 @contextlib.contextmanager
-def mapped_errors(url: str) -> Iterator[None]:
-    """SQLAlchemy errors as runequeue's, so callers never import SQLAlchemy's."""
+def mapped_errors(
+    url: str,
+    *,
+    unavailable: type[RuneQueueError] = DatabaseUnavailable,
+    failed: type[RuneQueueError] = FailedStoreError,
+) -> Iterator[None]:
+    """SQLAlchemy errors as runequeue's, so callers never import SQLAlchemy's.
+
+    A missing table is `MissingTable` (run ``rune migrate``); a lost or refused connection, a
+    lock timeout or a deadlock is ``unavailable`` (worth retrying); anything else is ``failed``.
+    """
     try:
         yield
     except sa.exc.DBAPIError as exc:
@@ -94,10 +109,10 @@ def mapped_errors(url: str) -> Iterator[None]:
                 f"a runequeue table is missing in {where}; run `rune migrate` ({exc.orig})"
             ) from exc
         if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
-            raise DatabaseUnavailable(f"database {where} is unavailable: {exc.orig}") from exc
-        raise FailedStoreError(f"database {where} failed: {exc.orig}") from exc
+            raise unavailable(f"database {where} is unavailable: {exc.orig}") from exc
+        raise failed(f"database {where} failed: {exc.orig}") from exc
     except sa.exc.SQLAlchemyError as exc:
-        raise FailedStoreError(f"database {redacted(url)} failed: {exc}") from exc
+        raise failed(f"database {redacted(url)} failed: {exc}") from exc
 
 
 def _is_missing_table(exc: sa.exc.DBAPIError) -> bool:

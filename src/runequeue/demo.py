@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import uuid
 from collections.abc import Callable
 
 from runequeue.config import QueueConfig
@@ -74,13 +73,18 @@ def run_sync_demo(config: QueueConfig, report: Report) -> int:
     return failures
 
 
-async def run_redis_demo(config: QueueConfig, report: Report) -> None:
-    """Dispatch to Redis under a throw-away key prefix and run a worker until the queue is empty."""
-    config = dataclasses.replace(config, redis_prefix=f"runequeue-demo-{uuid.uuid4().hex[:8]}")
+DEMO_QUEUE = "demo"
+
+
+def dispatch_examples(config: QueueConfig, report: Report) -> None:
+    """Dispatch the example jobs to the ``demo`` queue of a real backend, all in one round trip."""
     jobs = example_jobs()
-    ids = await Queue.dispatch_many_async(config, jobs)
-    await Queue.aclose_connections()
+    ids = Queue.dispatch_many(config, jobs, queue=DEMO_QUEUE)
     for job, job_id in zip(jobs, ids, strict=True):
         report(type(job).job_name, job_id, "dispatched")
-    options = WorkerOptions(queues=(config.queue_name,), stop_when_empty=True, concurrency=4)
-    await run_worker(config, options)
+
+
+def work_examples(config: QueueConfig) -> None:
+    """Work the ``demo`` queue until it is empty."""
+    options = WorkerOptions(queues=(DEMO_QUEUE,), stop_when_empty=True, concurrency=4, sleep_s=0.5)
+    asyncio.run(run_worker(config, options))

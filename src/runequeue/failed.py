@@ -17,7 +17,6 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from runequeue import payload
 from runequeue.database import create_engine, mapped_errors
-from runequeue.errors import MissingTable
 from runequeue.schema import failed_jobs
 
 
@@ -54,15 +53,6 @@ class FailedJobStore:
         self.url = url
         with mapped_errors(url):
             self.engine = create_engine(url)
-
-    def check(self) -> None:
-        """Raise `MissingTable` (saying to run ``rune migrate``) unless the table exists."""
-        with mapped_errors(self.url), self.engine.connect() as conn:
-            if not sa.inspect(conn).has_table(failed_jobs.name):
-                raise MissingTable(
-                    f"the failed_jobs table does not exist in {self.engine.url!r}; "
-                    "run `rune migrate` to create it"
-                )
 
     def record(self, failure: FailedJob) -> None:
         """Store ``failure``; a row with the same job id is replaced (fresh ``failed_at``)."""

@@ -27,6 +27,7 @@ from runequeue.heartbeat import Heartbeat
 from runequeue.job import Backoff
 from runequeue.retry import Ack, Release
 from runequeue.runner import Attempt, JobDefaults, call_failed_hook, log_attempt, run_attempt
+from runequeue.schema import check_tables
 
 log = logging.getLogger("runequeue.worker")
 
@@ -449,11 +450,12 @@ async def run_worker(config: QueueConfig, options: WorkerOptions) -> int:
     """Open the backend ``config`` names and work it with ``options`` until stopped.
 
     Raises:
-        MissingTable: no ``failed_jobs`` table to record failures in (run ``rune migrate``).
+        MissingTable: a table it needs does not exist (run ``rune migrate``).
     """
+    tables = ["failed_jobs", "jobs"] if config.driver == "database" else ["failed_jobs"]
+    await asyncio.to_thread(check_tables, config.database_url, tables)
     store = FailedJobStore(config.database_url)
     try:
-        await asyncio.to_thread(store.check)
         driver = open_driver(config)
         try:
             return await Worker(driver, store, options, connection=config.driver).run()

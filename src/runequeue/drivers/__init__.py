@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from runequeue.config import QueueConfig
 from runequeue.drivers.base import Driver, Producer
+from runequeue.drivers.database import DatabaseDriver, DatabaseQueue
 from runequeue.drivers.redis import RedisDriver, RedisProducer
 from runequeue.errors import ConfigError
 
@@ -16,6 +17,8 @@ def open_producer(config: QueueConfig) -> Producer:
         return RedisProducer(
             config.redis_url, prefix=config.redis_prefix, timeout_s=config.dispatch_timeout_s
         )
+    if config.driver == "database":
+        return DatabaseQueue(config.database_url)
     raise _unsupported(config)
 
 
@@ -23,10 +26,12 @@ def open_driver(config: QueueConfig) -> Driver:
     """Asyncio access to the backend ``config`` names, for workers and ``dispatch_async``."""
     if config.driver == "redis":
         return RedisDriver(config.redis_url, prefix=config.redis_prefix)
+    if config.driver == "database":
+        return DatabaseDriver(config.database_url)
     raise _unsupported(config)
 
 
 def _unsupported(config: QueueConfig) -> ConfigError:
     if config.driver == "sync":
         return ConfigError("the sync driver runs jobs inside dispatch; there is no queue to work")
-    return ConfigError(f"the {config.driver} driver is not available in this version of runequeue")
+    return ConfigError(f"unknown queue driver {config.driver!r}")

@@ -1,0 +1,210 @@
+"""The database driver: a ``jobs`` table on SQLite (the embedded default), PostgreSQL or MySQL.
+
+Reserve takes rows with ``SELECT ... FOR UPDATE SKIP LOCKED`` inside one transaction on
+PostgreSQL and MySQL 8 / MariaDB 10.6, so workers on many machines never take the same job; on
+SQLite every transaction is ``BEGIN IMMEDIATE`` (see `runequeue.database`), which makes a reserve
+exclusive. Leases, attempts counted at reserve, lease tokens and the failed outbox work as in the
+Redis driver, so both pass the same conformance suite.
+
+SQLAlchemy is blocking: `DatabaseQueue` does the work, and `DatabaseDriver` runs it in threads for
+the worker. PostgreSQL wakes idle workers with LISTEN/NOTIFY; other databases are polled, more
+slowly the longer they stay empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from runequeue.database import create_engine, mapped_errors
+from runequeue.drivers import sql
+from runequeue.drivers.base import Batch, Buried, Driver, LeaseKeeper, Outgoing, Producer, Reserved
+from runequeue.errors import DispatchError, DriverError, DriverUnavailable
+
+NOTIFY_CHANNEL = "runequeue_jobs"
+RECOVER_EVERY_S = 1.0  # reserve also recovers expired leases, at most this often per queue
+FIRST_POLL_S = 0.05
+
+
+class DatabaseQueue:
+    """Blocking access to the ``jobs`` table: dispatch, lease renewal, and the worker's verbs."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        with self._errors():
+            self.engine = create_engine(url)
+        self.dialect = self.engine.dialect.name
+        self._recovered_at: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        with mapped_errors(self.url, unavailable=DriverUnavailable, failed=DriverError):
+            yield
+
+    def push(self, items: Sequence[Outgoing]) -> None:
+        try:
+            with self._errors(), self.engine.begin() as conn:
+                conn.execute(sql.insert_jobs(self.dialect, items))
+                if self.dialect == "postgresql":
+                    # Delivered when this transaction commits: the jobs are visible by then.
+                    conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "")))
+        except DriverError as exc:
+            raise DispatchError(f"could not dispatch: {exc}") from exc
+
+    def reserve(self, queue: str, count: int, *, lease_s: float, default_tries: int) -> Batch:
+        if time.monotonic() - self._recovered_at.get(queue, 0.0) >= RECOVER_EVERY_S:
+            self.recover(queue, default_tries=default_tries)
+        token = secrets.token_hex(16)
+        with self._errors(), self.engine.begin() as conn:
+            rows = conn.execute(sql.select_ready(self.dialect, queue, count)).all()
+            if not rows:
+                due_ms = conn.execute(sql.next_due(self.dialect, queue)).scalar()
+                return Batch([], None if due_ms is None else max(float(due_ms), 0.0) / 1000)
+            lease_ms = int(lease_s * 1000)
+            conn.execute(sql.lease(self.dialect, [row.id for row in rows], token, lease_ms))
+        jobs = [
+            Reserved(queue, row.uuid, row.payload.encode(), row.attempts + 1, token) for row in rows
+        ]
+        return Batch(jobs)
+
+    def recover(self, queue: str, *, default_tries: int) -> None:
+        self._recovered_at[queue] = time.monotonic()
+        with self._errors(), self.engine.begin() as conn:
+            for statement in sql.expire_leases(self.dialect, queue, default_tries):
+                conn.execute(statement)
+
+    def _each(self, statements: Sequence[sa.Executable]) -> list[bool]:
+        """Run each statement in one transaction; ``True`` where it changed its one row."""
+        with self._errors(), self.engine.begin() as conn:
+            return [conn.execute(statement).rowcount == 1 for statement in statements]
+
+    def ack(self, items: Sequence[Reserved]) -> list[bool]:
+        return self._each([sql.ack(item.job_id, item.token) for item in items])
+
+    def extend(self, items: Sequence[Reserved], lease_s: float) -> list[bool]:
+        lease_ms = int(lease_s * 1000)
+        return self._each(
+            [sql.extend(self.dialect, item.job_id, item.token, lease_ms) for item in items]
+        )
+
+    def release(self, item: Reserved, *, delay_s: float, refund: bool) -> bool:
+        delay_ms = int(delay_s * 1000)
+        statement = sql.release(self.dialect, item.job_id, item.token, delay_ms, refund)
+        return self._each([statement])[0]
+
+    def bury(self, item: Reserved, error: str) -> bool:
+        return self._each([sql.bury(self.dialect, item.job_id, item.token, error)])[0]
+
+    def buried(self, queue: str, limit: int) -> list[Buried]:
+        with self._errors(), self.engine.connect() as conn:
+            rows = conn.execute(sql.buried(queue, limit)).all()
+        return [Buried(queue, row.uuid, row.payload.encode(), row.error or "") for row in rows]
+
+    def purge(self, queue: str, job_id: str) -> None:
+        self._each([sql.purge(job_id)])
+
+    def size(self, queue: str) -> int:
+        with self._errors(), self.engine.connect() as conn:
+            return int(conn.execute(sql.size(queue)).scalar() or 0)
+
+    def clear(self, queue: str) -> int:
+        with self._errors(), self.engine.begin() as conn:
+            return int(conn.execute(sql.clear(queue)).rowcount)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class DatabaseDriver:
+    """The worker's asyncio access: `DatabaseQueue` in threads, plus waiting for new jobs."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.queue = DatabaseQueue(url)
+        self._poll_s = FIRST_POLL_S
+        self._listener: Any = None  # a psycopg 3 connection in LISTEN, on PostgreSQL
+
+    async def push(self, items: Sequence[Outgoing]) -> None:
+        await asyncio.to_thread(self.queue.push, items)
+
+    async def reserve(self, queue: str, count: int, *, lease_s: float, default_tries: int) -> Batch:
+        batch = await asyncio.to_thread(
+            self.queue.reserve, queue, count, lease_s=lease_s, default_tries=default_tries
+        )
+        if batch.jobs:
+            self._poll_s = FIRST_POLL_S
+        return batch
+
+    async def recover(self, queue: str, *, default_tries: int) -> None:
+        await asyncio.to_thread(self.queue.recover, queue, default_tries=default_tries)
+
+    async def wait(self, queues: Sequence[str], timeout_s: float) -> None:
+        if self._can_listen():
+            await asyncio.to_thread(self._wait_for_notify, timeout_s)
+            return
+        # Polled: soon after work was seen, then less and less often while the queue stays empty.
+        await asyncio.sleep(min(timeout_s, self._poll_s))
+        self._poll_s = min(self._poll_s * 2, max(timeout_s, FIRST_POLL_S))
+
+    def _can_listen(self) -> bool:
+        engine = self.queue.engine
+        return engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+
+    def _wait_for_notify(self, timeout_s: float) -> None:
+        try:
+            if self._listener is None:
+                proxied = self.queue.engine.raw_connection()
+                proxied.detach()  # ours for good: a LISTEN must outlive any pool checkout
+                self._listener = proxied.driver_connection
+                self._listener.autocommit = True
+                self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            for _ in self._listener.notifies(timeout=timeout_s, stop_after=1):
+                pass
+        except Exception as exc:  # psycopg's errors: this module must not import psycopg
+            self._drop_listener()
+            raise DriverUnavailable(f"could not wait for jobs: {exc}") from exc
+
+    def _drop_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                listener.close()
+
+    async def ack(self, items: Sequence[Reserved]) -> list[bool]:
+        return await asyncio.to_thread(self.queue.ack, items)
+
+    async def release(self, item: Reserved, *, delay_s: float, refund: bool) -> bool:
+        return await asyncio.to_thread(self.queue.release, item, delay_s=delay_s, refund=refund)
+
+    async def bury(self, item: Reserved, error: str) -> bool:
+        return await asyncio.to_thread(self.queue.bury, item, error)
+
+    async def buried(self, queue: str, limit: int) -> list[Buried]:
+        return await asyncio.to_thread(self.queue.buried, queue, limit)
+
+    async def purge(self, queue: str, job_id: str) -> None:
+        await asyncio.to_thread(self.queue.purge, queue, job_id)
+
+    async def size(self, queue: str) -> int:
+        return await asyncio.to_thread(self.queue.size, queue)
+
+    async def clear(self, queue: str) -> int:
+        return await asyncio.to_thread(self.queue.clear, queue)
+
+    def lease_keeper(self) -> LeaseKeeper:
+        return DatabaseQueue(self.url)  # an engine, and so connections, of its own
+
+    async def close(self) -> None:
+        self._drop_listener()
+        self.queue.close()
+
+
+_driver_check: type[Driver] = DatabaseDriver
+_producer_check: type[Producer] = DatabaseQueue
+_keeper_check: type[LeaseKeeper] = DatabaseQueue

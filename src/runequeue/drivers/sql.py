@@ -1,0 +1,165 @@
+"""The database driver's statements, in one place, with the dialect differences in small functions.
+
+Times are epoch milliseconds from the database's own clock on PostgreSQL and MySQL, so workers on
+machines with skewed clocks agree on leases and delays; SQLite lives on one host, whose clock it is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+from runequeue.drivers.base import Outgoing
+from runequeue.schema import DEAD, LEASED, READY, jobs
+
+LEASE_EXPIRED = (
+    "runequeue.errors.LeaseExpired: the worker running the job's last attempt stopped renewing "
+    "its lease (killed or stalled), and the job has no tries left"
+)
+
+
+def now_ms(dialect: str) -> sa.ColumnElement[int]:
+    """The current time in epoch milliseconds, as the database sees it."""
+    if dialect == "postgresql":
+        epoch = sa.func.extract("epoch", sa.func.clock_timestamp())
+        return sa.cast(sa.func.floor(epoch * 1000), sa.BigInteger)
+    if dialect in ("mysql", "mariadb"):
+        return sa.cast(sa.func.unix_timestamp(sa.func.now(3)) * 1000, sa.BigInteger)
+    return sa.literal(time.time_ns() // 1_000_000, sa.BigInteger)
+
+
+def insert_jobs(dialect: str, items: Sequence[Outgoing]) -> sa.Executable:
+    """One multi-row INSERT; a job id already stored is skipped (a retried dispatch)."""
+    now = now_ms(dialect)
+    rows: list[dict[str, Any]] = [
+        {
+            "uuid": item.job_id,
+            "queue": item.queue,
+            "payload": item.raw.decode("utf-8", errors="backslashreplace"),
+            "state": READY,
+            "attempts": 0,
+            "max_tries": item.max_tries,
+            "available_at": now + int(item.delay_s * 1000),
+            "created_at": now,
+        }
+        for item in items
+    ]
+    if dialect == "postgresql":
+        return postgresql.insert(jobs).values(rows).on_conflict_do_nothing(index_elements=["uuid"])
+    if dialect == "sqlite":
+        return sqlite.insert(jobs).values(rows).on_conflict_do_nothing(index_elements=["uuid"])
+    return mysql.insert(jobs).values(rows).prefix_with("IGNORE")
+
+
+def select_ready(dialect: str, queue: str, count: int) -> sa.Select[Any]:
+    """The next ``count`` ready jobs, locked; rows other workers hold are skipped, not waited for.
+
+    SQLite has no row locks: the driver's ``BEGIN IMMEDIATE`` makes the whole reserve exclusive.
+    """
+    return (
+        sa.select(jobs.c.id, jobs.c.uuid, jobs.c.payload, jobs.c.attempts)
+        .where(jobs.c.queue == queue, jobs.c.state == READY, jobs.c.available_at <= now_ms(dialect))
+        .order_by(jobs.c.available_at, jobs.c.id)
+        .limit(count)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def lease(dialect: str, ids: Sequence[int], token: str, lease_ms: int) -> sa.Executable:
+    now = now_ms(dialect)
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id.in_(ids))
+        .values(
+            state=LEASED,
+            attempts=jobs.c.attempts + 1,
+            lease_token=token,
+            reserved_at=now,
+            lease_expires_at=now + lease_ms,
+        )
+    )
+
+
+def next_due(dialect: str, queue: str) -> sa.Select[Any]:
+    """Milliseconds until the earliest waiting job of ``queue`` is due (NULL: none waits)."""
+    earliest = sa.func.min(jobs.c.available_at) - now_ms(dialect)
+    return sa.select(earliest).where(jobs.c.queue == queue, jobs.c.state == READY)
+
+
+def expire_leases(dialect: str, queue: str, default_tries: int) -> list[sa.Executable]:
+    """Expired leases: dead-letter those with no tries left, put the others back (in that order)."""
+    now = now_ms(dialect)
+    expired = sa.and_(jobs.c.queue == queue, jobs.c.state == LEASED, jobs.c.lease_expires_at < now)
+    exhausted = jobs.c.attempts >= sa.func.coalesce(jobs.c.max_tries, default_tries)
+    return [
+        sa.update(jobs)
+        .where(expired, exhausted)
+        .values(state=DEAD, lease_token=None, failed_at=now, error=LEASE_EXPIRED),
+        # available_at is left as it was, so the job goes back to the front of the queue.
+        sa.update(jobs).where(expired).values(state=READY, lease_token=None, lease_expires_at=None),
+    ]
+
+
+def held(job_id: str, token: str) -> sa.ColumnElement[bool]:
+    """The lease ``token`` still holds job ``job_id``."""
+    return sa.and_(jobs.c.uuid == job_id, jobs.c.lease_token == token, jobs.c.state == LEASED)
+
+
+def extend(dialect: str, job_id: str, token: str, lease_ms: int) -> sa.Executable:
+    return (
+        sa.update(jobs)
+        .where(held(job_id, token))
+        .values(lease_expires_at=now_ms(dialect) + lease_ms)
+    )
+
+
+def ack(job_id: str, token: str) -> sa.Executable:
+    return sa.delete(jobs).where(held(job_id, token))
+
+
+def release(dialect: str, job_id: str, token: str, delay_ms: int, refund: bool) -> sa.Executable:
+    return (
+        sa.update(jobs)
+        .where(held(job_id, token))
+        .values(
+            state=READY,
+            lease_token=None,
+            lease_expires_at=None,
+            available_at=now_ms(dialect) + delay_ms,
+            attempts=jobs.c.attempts - int(refund),
+        )
+    )
+
+
+def bury(dialect: str, job_id: str, token: str, error: str) -> sa.Executable:
+    return (
+        sa.update(jobs)
+        .where(held(job_id, token))
+        .values(state=DEAD, lease_token=None, failed_at=now_ms(dialect), error=error)
+    )
+
+
+def buried(queue: str, limit: int) -> sa.Select[Any]:
+    return (
+        sa.select(jobs.c.uuid, jobs.c.payload, jobs.c.error)
+        .where(jobs.c.queue == queue, jobs.c.state == DEAD)
+        .order_by(jobs.c.failed_at, jobs.c.id)
+        .limit(limit)
+    )
+
+
+def purge(job_id: str) -> sa.Executable:
+    return sa.delete(jobs).where(jobs.c.uuid == job_id, jobs.c.state == DEAD)
+
+
+def size(queue: str) -> sa.Select[Any]:
+    live = jobs.c.state.in_([READY, LEASED])
+    return sa.select(sa.func.count()).select_from(jobs).where(jobs.c.queue == queue, live)
+
+
+def clear(queue: str) -> sa.Executable:
+    return sa.delete(jobs).where(jobs.c.queue == queue, jobs.c.state.in_([READY, LEASED]))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -104,15 +104,25 @@ def mysql_database() -> Iterator[str]:
     yield from _server_database("mysql")
 
 
+@pytest.fixture
+def database_url_for(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], str]:
+    """Returns a freshly migrated database URL for a backend kind: sqlite, postgresql or mysql."""
+
+    def fresh(kind: str) -> str:
+        if kind == "sqlite":
+            url = f"sqlite:///{tmp_path / 'runequeue-test.sqlite3'}"
+        else:
+            url = request.getfixturevalue(f"{kind}_database")
+            engine = create_engine(url)
+            metadata.drop_all(engine)
+            engine.dispose()
+        migrate(url)
+        return url
+
+    return fresh
+
+
 @pytest.fixture(params=["sqlite", "postgresql", "mysql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest, database_url_for: Callable[[str], str]) -> str:
     """A freshly migrated database on each backend the store supports."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'failed.sqlite3'}"
-    else:
-        url = request.getfixturevalue(f"{request.param}_database")
-        engine = create_engine(url)
-        metadata.drop_all(engine)
-        engine.dispose()
-    migrate(url)
-    return url
+    return database_url_for(request.param)

@@ -35,7 +35,7 @@ def options(config: QueueConfig, **overrides: Any) -> WorkerOptions:
 async def run_worker(config: QueueConfig, **overrides: Any) -> Worker:
     driver = open_driver(config)
     store = FailedJobStore(config.database_url)
-    worker = Worker(driver, store, options(config, **overrides))
+    worker = Worker(driver, store, options(config, **overrides), connection=config.driver)
     try:
         await worker.run()
     finally:
@@ -60,7 +60,7 @@ def spawn_worker(config: QueueConfig, *args: str, log: Path) -> subprocess.Popen
     """`rune queue:work` in a child process, importing the test jobs, logging to ``log``."""
     env = {
         **os.environ,
-        "QUEUE_DRIVER": "redis",
+        "QUEUE_DRIVER": config.driver,
         "REDIS_URL": config.redis_url,
         "QUEUE_REDIS_PREFIX": config.redis_prefix,
         "QUEUE_RETRY_AFTER": str(config.retry_after_s),

@@ -90,7 +90,7 @@ class Worker:
         failed_store: FailedJobStore,
         options: WorkerOptions,
         *,
-        connection: str = "redis",
+        connection: str,
     ) -> None:
         self.driver = driver
         self.failed_store = failed_store

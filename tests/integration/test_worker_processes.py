@@ -14,7 +14,6 @@ import pytest
 import redis
 
 from runequeue import Queue, QueueConfig
-from runequeue.drivers import open_driver
 from runequeue.drivers.redis import QueueKeys
 from tests.support.jobs import BlockingSleepy, Record, Sleepy, read_ledger
 from tests.workers import failed_jobs, run_worker, spawn_worker, wait_until, work
@@ -67,34 +66,6 @@ def test_sigterm_puts_unfinished_jobs_back_with_the_attempt_refunded(
     assert "BACK" in (tmp_path / "worker.log").read_text()
 
 
-def test_job_of_a_sigkilled_worker_is_finished_by_another(
-    redis_url: str, config: QueueConfig, tmp_path: Path
-) -> None:
-    config = dataclasses.replace(config, retry_after_s=2)
-    ledger = tmp_path / "ledger"
-    job_id = Queue.dispatch(config, Sleepy(ledger=str(ledger), seconds=1.5))
-    first = spawn_worker(config, log=tmp_path / "first.log")
-    try:
-        wait_until(lambda: started(ledger) == [job_id], what="the job to start")
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=10)
-    finally:
-        first.kill()
-
-    second = spawn_worker(config, "--max-jobs", "1", "--sleep", "0.5", log=tmp_path / "second.log")
-    try:
-        assert second.wait(timeout=30) == 0
-    finally:
-        second.kill()
-    rows = read_ledger(ledger)
-    assert [(event, attempt) for event, _, attempt, _ in rows] == [
-        ("start", 1),
-        ("start", 2),
-        ("done", 2),
-    ]
-    assert rows[0][3] != rows[2][3]  # a different process finished it
-
-
 def test_heartbeat_keeps_the_lease_while_the_event_loop_is_blocked(
     config: QueueConfig, tmp_path: Path
 ) -> None:
@@ -115,29 +86,6 @@ def test_heartbeat_keeps_the_lease_while_the_event_loop_is_blocked(
     assert started(ledger) == [job_id]
     assert finished(ledger) == [job_id]
     assert "LOST" not in (tmp_path / "first.log").read_text()
-
-
-def test_ack_and_release_with_a_stale_lease_token_are_refused(config: QueueConfig) -> None:
-    Queue.dispatch(config, Record(ledger="unused"))
-
-    async def check() -> None:
-        driver = open_driver(config)
-        try:
-            batch = await driver.reserve("default", 1, lease_s=30, default_tries=3)
-            (item,) = batch.jobs
-            stale = dataclasses.replace(item, token="not-the-token")
-            assert await driver.ack([stale]) == [False]
-            assert await driver.release(stale, delay_s=0, refund=False) is False
-            assert await driver.bury(stale, "x") is False
-            keeper = driver.lease_keeper()
-            assert keeper.extend([stale, item], 30) == [False, True]
-            keeper.close()
-            assert await driver.ack([item]) == [True]
-        finally:
-            await driver.close()
-
-    asyncio.run(check())
-    assert Queue.size(config) == 0
 
 
 def test_job_that_kills_its_worker_every_time_is_failed_after_its_tries(

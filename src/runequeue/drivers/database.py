@@ -159,10 +159,10 @@ class DatabaseDriver:
     def _wait_for_notify(self, timeout_s: float) -> None:
         try:
             if self._listener is None:
-                proxied = self.queue.engine.raw_connection()
-                proxied.detach()  # ours for good: a LISTEN must outlive any pool checkout
-                self._listener = proxied.driver_connection
-                self._listener.autocommit = True
+                # A connection of its own, outside the pool: a LISTEN must outlive checkouts.
+                dialect = self.queue.engine.dialect
+                args, kwargs = dialect.create_connect_args(self.queue.engine.url)
+                self._listener = dialect.loaded_dbapi.connect(*args, **kwargs, autocommit=True)
                 self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
             for _ in self._listener.notifies(timeout=timeout_s, stop_after=1):
                 pass

@@ -58,7 +58,10 @@ def create_engine(url: str) -> sa.Engine:
     parsed = normalized_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    return sa.create_engine(parsed, pool_pre_ping=True, pool_recycle=1800)
+    # A bounded connect: dispatch to a database that is down must fail, not hang the caller.
+    return sa.create_engine(
+        parsed, pool_pre_ping=True, pool_recycle=1800, connect_args={"connect_timeout": 5}
+    )
 
 
 def _sqlite_engine(url: URL) -> sa.Engine:

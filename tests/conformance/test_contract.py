@@ -12,7 +12,7 @@ from typing import TypeVar
 import pytest
 from click.testing import CliRunner
 
-from runequeue import Queue, QueueConfig
+from runequeue import DispatchError, Queue, QueueConfig
 from runequeue.cli import cli
 from runequeue.drivers import open_driver
 from runequeue.drivers.base import Driver, Outgoing
@@ -284,3 +284,21 @@ def test_size_and_clear_commands(backend: QueueConfig) -> None:
     cleared = runner.invoke(cli, ["queue:clear", "--queue", "emails"], env=env)
     assert "cleared 3 job(s) from emails" in cleared.output
     assert Queue.size(backend, "emails") == 0
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        QueueConfig(driver="redis", redis_url="redis://:secret@127.0.0.1:1/0"),
+        QueueConfig(driver="database", database_url="postgresql://app:secret@127.0.0.1:1/app"),
+        QueueConfig(driver="database", database_url="mysql://app:secret@127.0.0.1:1/app"),
+    ],
+    ids=["redis", "database-postgresql", "database-mysql"],
+)
+def test_dispatch_to_an_unreachable_backend_names_it_without_the_password(
+    config: QueueConfig,
+) -> None:
+    with pytest.raises(DispatchError, match=r"127\.0\.0\.1:1") as caught:
+        Queue.dispatch(config, Record(ledger="unused"))
+    assert "secret" not in str(caught.value)
+    assert "***" in str(caught.value)

@@ -168,10 +168,11 @@ def demo_command(driver: str) -> None:
         console.print("rune queue:work --queue demo --stop-when-empty:")
         _setup_logging()
         _call(partial(demo.work_examples, config))
-    console.print("rune queue:failed (ChargeCard always declines):")
+    console.print("rune queue:failed — ChargeCard always declines, so it is there:")
     with FailedJobs(config) as failed:
         latest = [job for job in _call(failed.list) if job.job_name == "demo.ChargeCard"][-1:]
-    console.print(_failed_table(latest))
+    for job in latest:
+        console.print(f"  id {job.id}  {job.job_name}  {job.job_id}  [red]{job.summary}[/red]")
     console.print("Retry it with `rune queue:retry ID`; see them all with `rune queue:failed`.")
 
 

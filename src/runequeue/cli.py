@@ -83,6 +83,7 @@ def _import_job_modules(modules: list[str]) -> None:
 @click.option("--stop-when-empty", is_flag=True, help="Stop once the queues are empty.")
 @click.option("--shutdown-timeout", default=25.0, show_default=True, help="Grace on SIGTERM (s).")
 @click.option("--retry-after", type=float, help="Lease length in seconds (QUEUE_RETRY_AFTER).")
+@click.option("--strict", is_flag=True, help="Refuse to start if the backend could lose jobs.")
 def queue_work(
     connection: str | None,
     queues: str | None,
@@ -97,6 +98,7 @@ def queue_work(
     stop_when_empty: bool,
     shutdown_timeout: float,
     retry_after: float | None,
+    strict: bool,
 ) -> None:
     """Process jobs from the queues until stopped (SIGTERM/SIGINT drain gracefully)."""
     config = _config(connection, retry_after_s=retry_after)
@@ -113,6 +115,7 @@ def queue_work(
         stop_when_empty=stop_when_empty,
         shutdown_timeout_s=shutdown_timeout,
         lease_s=config.retry_after_s,
+        strict=strict,
     )
     _setup_logging()
     try:

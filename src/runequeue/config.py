@@ -11,6 +11,7 @@ from typing import Any, Literal, get_args
 from dotenv import dotenv_values
 
 from runequeue.errors import ConfigError
+from runequeue.payload import Codec
 
 DriverName = Literal["sync", "redis", "database"]
 DRIVER_NAMES: tuple[str, ...] = get_args(DriverName)
@@ -33,9 +34,12 @@ class QueueConfig:
             again this many seconds later. Running workers renew it, so long jobs are not run
             twice.
         redis_prefix: first part of every Redis key; give each application (or test) its own.
-        max_payload_bytes: encoded jobs larger than this are refused at dispatch.
+        max_payload_bytes: encoded jobs larger than this are refused at dispatch, and stored ones
+            larger than this are failed at reserve without being read.
         dispatch_timeout_s: how long a dispatch may spend trying to reach the backend before it
             raises ``DispatchError``.
+        signing_keys: ``(key id, secret)`` pairs; when set, payloads are signed with the first and
+            verified with any of them before they are parsed (``QUEUE_SIGNING_KEYS=id:secret,...``).
     """
 
     driver: DriverName = "sync"
@@ -46,6 +50,7 @@ class QueueConfig:
     redis_prefix: str = "queues"
     max_payload_bytes: int = 1024 * 1024
     dispatch_timeout_s: float = 2.0
+    signing_keys: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if self.driver not in DRIVER_NAMES:
@@ -56,6 +61,11 @@ class QueueConfig:
             raise ConfigError("retry_after_s must be positive")
         if not self.queue_name:
             raise ConfigError("queue_name must not be empty")
+
+    @property
+    def codec(self) -> Codec:
+        """Encodes, signs, verifies and decodes this configuration's payloads."""
+        return Codec(self.max_payload_bytes, self.signing_keys)
 
     def with_driver(self, driver: str) -> QueueConfig:
         """The same configuration on another driver (a job's or a worker's ``connection``)."""
@@ -88,6 +98,12 @@ class QueueConfig:
         for env_name, field in _STRING_SETTINGS.items():
             if values.get(env_name):
                 settings[field] = values[env_name]
+        if values.get("QUEUE_SIGNING_KEYS"):
+            settings["signing_keys"] = _signing_keys(values["QUEUE_SIGNING_KEYS"])
+        if values.get("QUEUE_MAX_PAYLOAD_BYTES"):
+            settings["max_payload_bytes"] = int(
+                _number("QUEUE_MAX_PAYLOAD_BYTES", values["QUEUE_MAX_PAYLOAD_BYTES"])
+            )
         if values.get("QUEUE_RETRY_AFTER"):
             settings["retry_after_s"] = _number("QUEUE_RETRY_AFTER", values["QUEUE_RETRY_AFTER"])
         settings.update({k: v for k, v in overrides.items() if v is not None})
@@ -100,6 +116,16 @@ _STRING_SETTINGS = {
     "DATABASE_URL": "database_url",
     "QUEUE_REDIS_PREFIX": "redis_prefix",
 }
+
+
+def _signing_keys(text: str) -> tuple[tuple[str, str], ...]:
+    keys = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        key_id, colon, secret = entry.partition(":")
+        if not colon or not key_id or not secret:
+            raise ConfigError("QUEUE_SIGNING_KEYS must be id:secret pairs separated by commas")
+        keys.append((key_id, secret))
+    return tuple(keys)
 
 
 def _number(name: str, text: str) -> float:

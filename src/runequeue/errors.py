@@ -46,6 +46,10 @@ class UnknownJob(PayloadError):
     """The payload names a job class that this application did not register."""
 
 
+class BadSignature(PayloadError):
+    """The payload's signature is missing or wrong; it was not parsed."""
+
+
 class PayloadTooLarge(PayloadError):
     """The encoded job is larger than the configured maximum payload size."""
 

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Literal
 
-from runequeue import payload
 from runequeue.config import QueueConfig
 from runequeue.drivers.base import Outgoing
-from runequeue.errors import InvalidPayload, RuneQueueError
+from runequeue.errors import PayloadError, RuneQueueError
 from runequeue.failed import FailedJob, FailedJobStore
 from runequeue.queue import push_stored
 
@@ -86,8 +85,8 @@ class FailedJobs:
 
     def _push(self, failed: FailedJob) -> None:
         try:
-            max_tries = payload.decode(failed.payload).max_tries
-        except InvalidPayload:
+            max_tries = self.config.codec.decode(failed.payload).max_tries
+        except PayloadError:
             max_tries = None  # pushed as it is: it will be failed again, with the reason
         item = Outgoing(failed.job_id, failed.queue, failed.payload, max_tries=max_tries)
         push_stored(self.config.with_driver(failed.connection), [item])

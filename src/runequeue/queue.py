@@ -147,7 +147,7 @@ def _outgoing(
 ) -> Outgoing:
     name = queue or job.queue or config.queue_name
     envelope = payload.envelope_for(job, queue=name, tries=tries, timeout=timeout, backoff=backoff)
-    raw = payload.encode(envelope, max_bytes=config.max_payload_bytes)
+    raw = config.codec.encode(envelope)
     return Outgoing(envelope.id, name, raw, _delay_seconds(delay), envelope.max_tries)
 
 
@@ -196,7 +196,9 @@ def _sync_driver(config: QueueConfig) -> SyncDriver:
         store = failed_store(config)
 
         async def run(item: Outgoing) -> None:
-            await run_now(item.raw, connection="sync", queue=item.queue, store=store)
+            await run_now(
+                item.raw, connection="sync", queue=item.queue, store=store, codec=config.codec
+            )
 
         driver = _sync_drivers[config] = SyncDriver(run)
     return driver

@@ -19,11 +19,13 @@ from runequeue import payload
 from runequeue.errors import FailedStoreError, JobTimeout, PayloadError
 from runequeue.failed import FailedJob, FailedJobStore
 from runequeue.job import Backoff, Job, is_async_handler
+from runequeue.payload import Codec
 from runequeue.retry import Ack, Decision, Fail, Release, decide
 
 log = logging.getLogger("runequeue.worker")
 
 Status = Literal["DONE", "RETRY", "FAIL"]
+DEFAULT_CODEC = Codec()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ async def run_attempt(
     defaults: JobDefaults,
     executor: Executor | None = None,
     *,
+    codec: Codec = DEFAULT_CODEC,
     only_try: bool = False,
 ) -> Attempt:
     """Run attempt number ``attempts`` of the stored job ``raw``.
@@ -79,7 +82,7 @@ async def run_attempt(
     """
     started = time.perf_counter()
     try:
-        envelope = payload.decode(raw)
+        envelope = codec.decode(raw)
         job = payload.build_job(envelope, attempt=attempts)
     except PayloadError as exc:
         # Invariant 4: a payload that cannot become a job is failed at once, never retried.
@@ -140,14 +143,17 @@ def log_attempt(attempt: Attempt, attempts: int) -> None:
     )
 
 
-async def run_now(raw: bytes, *, connection: str, queue: str, store: FailedJobStore) -> None:
+async def run_now(
+    raw: bytes, *, connection: str, queue: str, store: FailedJobStore, codec: Codec
+) -> None:
     """Run a job once, here and now (the sync driver).
 
     On failure its hook is called and the failure recorded, then its error is raised. If the
     failure cannot be recorded (no ``failed_jobs`` table, database down), `FailedStoreError`
     is raised instead, with the job's error as its cause.
     """
-    attempt = await run_attempt(raw, 1, JobDefaults(tries=1, timeout_s=None), only_try=True)
+    defaults = JobDefaults(tries=1, timeout_s=None)
+    attempt = await run_attempt(raw, 1, defaults, codec=codec, only_try=True)
     log_attempt(attempt, 1)
     if attempt.error is None:
         return

@@ -21,12 +21,20 @@ from runequeue import payload
 from runequeue.config import QueueConfig
 from runequeue.drivers import open_driver
 from runequeue.drivers.base import Batch, Buried, Driver, Reserved
-from runequeue.errors import DriverError, FailedStoreError, LeaseExpired, PayloadError
+from runequeue.errors import ConfigError, DriverError, FailedStoreError, LeaseExpired, PayloadError
 from runequeue.failed import FailedJob, FailedJobStore
 from runequeue.heartbeat import Heartbeat
 from runequeue.job import Backoff
+from runequeue.payload import Codec
 from runequeue.retry import Ack, Release
-from runequeue.runner import Attempt, JobDefaults, call_failed_hook, log_attempt, run_attempt
+from runequeue.runner import (
+    DEFAULT_CODEC,
+    Attempt,
+    JobDefaults,
+    call_failed_hook,
+    log_attempt,
+    run_attempt,
+)
 from runequeue.schema import check_tables
 
 log = logging.getLogger("runequeue.worker")
@@ -47,6 +55,7 @@ class WorkerOptions:
         lease_s: lease length (``QUEUE_RETRY_AFTER``); renewed every ``lease_s / 3``.
         sweep_interval_s: how often expired leases and due delayed jobs are recovered when no
             reserve does it, and failed jobs waiting in the outbox are recorded.
+        strict: refuse to start when the backend could lose jobs (no persistence, eviction).
     """
 
     queues: tuple[str, ...] = ("default",)
@@ -61,6 +70,7 @@ class WorkerOptions:
     shutdown_timeout_s: float = 25.0
     lease_s: float = 30.0
     sweep_interval_s: float = 5.0
+    strict: bool = False
 
     @property
     def defaults(self) -> JobDefaults:
@@ -91,11 +101,13 @@ class Worker:
         options: WorkerOptions,
         *,
         connection: str,
+        codec: Codec = DEFAULT_CODEC,
     ) -> None:
         self.driver = driver
         self.failed_store = failed_store
         self.options = options
         self.connection = connection
+        self.codec = codec
         self.processed = 0
         self._started_at = time.monotonic()
         self._reserved_total = 0
@@ -257,7 +269,7 @@ class Worker:
     async def _process(self, item: Reserved) -> None:
         try:
             attempt = await run_attempt(
-                item.raw, item.attempts, self.options.defaults, self._executor
+                item.raw, item.attempts, self.options.defaults, self._executor, codec=self.codec
             )
         except asyncio.CancelledError:
             await self._interrupted(item)
@@ -399,7 +411,7 @@ class Worker:
             name = payload.peek_name(buried.raw) or "?"
             log.info("%-5s %-32s %s lease expired, no tries left", "FAIL", name, buried.job_id)
             with contextlib.suppress(PayloadError):
-                job = payload.build_job(payload.decode(buried.raw), attempt=0)
+                job = payload.build_job(self.codec.decode(buried.raw), attempt=0)
                 await call_failed_hook(job, LeaseExpired(buried.error.partition(": ")[2]))
         failure = FailedJob(buried.job_id, self.connection, buried.queue, buried.raw, buried.error)
         return await self._record(failure)
@@ -458,8 +470,22 @@ async def run_worker(config: QueueConfig, options: WorkerOptions) -> int:
     try:
         driver = open_driver(config)
         try:
-            return await Worker(driver, store, options, connection=config.driver).run()
+            await _check_backend(driver, strict=options.strict)
+            worker = Worker(driver, store, options, connection=config.driver, codec=config.codec)
+            return await worker.run()
         finally:
             await driver.close()
     finally:
         store.close()
+
+
+async def _check_backend(driver: Driver, *, strict: bool) -> None:
+    try:
+        warnings = await driver.check()
+    except DriverError as exc:
+        log.warning("could not check the backend's settings: %s", exc)
+        return
+    for warning in warnings:
+        log.warning("WARNING %s", warning)
+    if warnings and strict:
+        raise ConfigError("refusing to start with --strict: " + "; ".join(warnings))

@@ -25,9 +25,13 @@ def open_producer(config: QueueConfig) -> Producer:
 def open_driver(config: QueueConfig) -> Driver:
     """Asyncio access to the backend ``config`` names, for workers and ``dispatch_async``."""
     if config.driver == "redis":
-        return RedisDriver(config.redis_url, prefix=config.redis_prefix)
+        return RedisDriver(
+            config.redis_url,
+            prefix=config.redis_prefix,
+            max_payload_bytes=config.max_payload_bytes,
+        )
     if config.driver == "database":
-        return DatabaseDriver(config.database_url)
+        return DatabaseDriver(config.database_url, max_payload_bytes=config.max_payload_bytes)
     raise _unsupported(config)
 
 

@@ -112,6 +112,9 @@ class Driver(Protocol):
 
     async def clear(self, queue: str) -> int: ...
 
+    async def check(self) -> list[str]:
+        """Warnings about settings of the backend that could lose jobs (the worker logs them)."""
+
     def lease_keeper(self) -> LeaseKeeper:
         """A new `LeaseKeeper` with a connection of its own."""
 

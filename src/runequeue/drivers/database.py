@@ -26,6 +26,7 @@ from runequeue.database import create_engine, mapped_errors
 from runequeue.drivers import sql
 from runequeue.drivers.base import Batch, Buried, Driver, LeaseKeeper, Outgoing, Producer, Reserved
 from runequeue.errors import DispatchError, DriverError, DriverUnavailable
+from runequeue.payload import DEFAULT_MAX_BYTES
 
 NOTIFY_CHANNEL = "runequeue_jobs"
 RECOVER_EVERY_S = 1.0  # reserve also recovers expired leases, at most this often per queue
@@ -35,8 +36,9 @@ FIRST_POLL_S = 0.05
 class DatabaseQueue:
     """Blocking access to the ``jobs`` table: dispatch, lease renewal, and the worker's verbs."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, max_payload_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.url = url
+        self.max_payload_bytes = max_payload_bytes
         with self._errors():
             self.engine = create_engine(url)
         self.dialect = self.engine.dialect.name
@@ -66,10 +68,21 @@ class DatabaseQueue:
             if not rows:
                 due_ms = conn.execute(sql.next_due(self.dialect, queue)).scalar()
                 return Batch([], None if due_ms is None else max(float(due_ms), 0.0) / 1000)
-            lease_ms = int(lease_s * 1000)
-            conn.execute(sql.lease(self.dialect, [row.id for row in rows], token, lease_ms))
+            # Sizes first: an oversized payload is failed here and never read into a worker.
+            oversized = [row.id for row in rows if row.size > self.max_payload_bytes]
+            if oversized:
+                conn.execute(sql.fail_oversized(self.dialect, oversized, self.max_payload_bytes))
+            rows = [row for row in rows if row.size <= self.max_payload_bytes]
+            if not rows:
+                return Batch([])
+            ids = [row.id for row in rows]
+            conn.execute(sql.lease(self.dialect, ids, token, int(lease_s * 1000)))
+            payloads: dict[int, str] = {
+                row.id: row.payload for row in conn.execute(sql.payloads(ids))
+            }
         jobs = [
-            Reserved(queue, row.uuid, row.payload.encode(), row.attempts + 1, token) for row in rows
+            Reserved(queue, row.uuid, payloads[row.id].encode(), row.attempts + 1, token)
+            for row in rows
         ]
         return Batch(jobs)
 
@@ -124,9 +137,9 @@ class DatabaseQueue:
 class DatabaseDriver:
     """The worker's asyncio access: `DatabaseQueue` in threads, plus waiting for new jobs."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, max_payload_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.url = url
-        self.queue = DatabaseQueue(url)
+        self.queue = DatabaseQueue(url, max_payload_bytes=max_payload_bytes)
         self._poll_s = FIRST_POLL_S
         self._listener: Any = None  # a psycopg 3 connection in LISTEN, on PostgreSQL
 
@@ -196,6 +209,9 @@ class DatabaseDriver:
 
     async def clear(self, queue: str) -> int:
         return await asyncio.to_thread(self.queue.clear, queue)
+
+    async def check(self) -> list[str]:
+        return []  # durability is the database's own (fsync, replication): nothing to second-guess
 
     def lease_keeper(self) -> LeaseKeeper:
         return DatabaseQueue(self.url)  # an engine, and so connections, of its own

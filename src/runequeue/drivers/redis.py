@@ -35,6 +35,7 @@ from redis.retry import Retry
 
 from runequeue.drivers.base import Batch, Buried, Driver, LeaseKeeper, Outgoing, Producer, Reserved
 from runequeue.errors import DispatchError, DriverError, DriverUnavailable
+from runequeue.payload import DEFAULT_MAX_BYTES
 
 # Expired leases and due delayed jobs handled per reserve call; the sweeper catches up the rest.
 RECOVER_LIMIT = 100
@@ -244,10 +245,18 @@ class RedisLeaseKeeper:
 class RedisDriver:
     """The worker's asyncio access to Redis."""
 
-    def __init__(self, url: str, *, prefix: str = "queues", timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "queues",
+        timeout_s: float = 5.0,
+        max_payload_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self.timeout_s = timeout_s
+        self.max_payload_bytes = max_payload_bytes
         self.keys = _KeyCache(prefix)
         # The worker retries broker errors itself, with back-off and forever; one quick retry
         # here only smooths over a connection the server closed while idle.
@@ -285,7 +294,9 @@ class RedisDriver:
             k.tries, k.token, k.dead, k.errors, k.notify,
         ]  # fmt: skip
         token = secrets.token_hex(16)
-        args: list[ScriptArg] = [count, int(lease_s * 1000), token, default_tries, RECOVER_LIMIT]
+        args: list[ScriptArg] = [
+            count, int(lease_s * 1000), token, default_tries, RECOVER_LIMIT, self.max_payload_bytes
+        ]  # fmt: skip
         with mapped_errors(self.url):
             reply = await self._reserve(keys=keys, args=args)
         jobs = [
@@ -390,6 +401,43 @@ class RedisDriver:
         keys = [k.ready, k.delayed, k.reserved, k.payload, k.attempts, k.tries, k.token, k.notify]
         with mapped_errors(self.url):
             return int(await self._clear(keys=keys))
+
+    async def check(self) -> list[str]:
+        """Warn when Redis could lose queued jobs: no persistence, an evicting memory policy, or
+        TLS without certificate checks."""
+        warnings = []
+        if "ssl_cert_reqs=none" in self.url.lower():
+            warnings.append(f"TLS certificate verification is off for {redacted(self.url)}")
+        with mapped_errors(self.url):
+            settings = await self._settings()
+        if settings.get("appendonly", "no") != "yes":
+            lost = (
+                "every queued job" if not settings.get("save") else "jobs since its last snapshot"
+            )
+            warnings.append(
+                f"Redis at {redacted(self.url)} has no append-only file: a restart loses {lost} "
+                "(set appendonly yes, appendfsync everysec)"
+            )
+        policy = settings.get("maxmemory-policy", "noeviction")
+        if policy != "noeviction":
+            warnings.append(
+                f"Redis at {redacted(self.url)} evicts keys when full (maxmemory-policy {policy}): "
+                "it may delete queued jobs (set noeviction)"
+            )
+        return warnings
+
+    async def _settings(self) -> dict[str, str]:
+        try:
+            reply = await self.client.config_get("appendonly", "save", "maxmemory-policy")
+            return {_text(k): _text(v) for k, v in reply.items()}
+        except redis.ResponseError:  # CONFIG denied by an ACL: INFO says enough
+            persistence = await self.client.info("persistence")
+            memory = await self.client.info("memory")
+            return {
+                "appendonly": "yes" if persistence.get("aof_enabled") else "no",
+                "save": "",
+                "maxmemory-policy": str(memory.get("maxmemory_policy", "noeviction")),
+            }
 
     def lease_keeper(self) -> LeaseKeeper:
         return RedisLeaseKeeper(self.url, prefix=self.prefix, timeout_s=self.timeout_s)

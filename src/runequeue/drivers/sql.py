@@ -60,12 +60,33 @@ def select_ready(dialect: str, queue: str, count: int) -> sa.Select[Any]:
 
     SQLite has no row locks: the driver's ``BEGIN IMMEDIATE`` makes the whole reserve exclusive.
     """
+    size = sa.func.length(jobs.c.payload)
     return (
-        sa.select(jobs.c.id, jobs.c.uuid, jobs.c.payload, jobs.c.attempts)
+        sa.select(jobs.c.id, jobs.c.uuid, size.label("size"), jobs.c.attempts)
         .where(jobs.c.queue == queue, jobs.c.state == READY, jobs.c.available_at <= now_ms(dialect))
         .order_by(jobs.c.available_at, jobs.c.id)
         .limit(count)
         .with_for_update(skip_locked=True)
+    )
+
+
+def payloads(ids: Sequence[int]) -> sa.Select[Any]:
+    return sa.select(jobs.c.id, jobs.c.payload).where(jobs.c.id.in_(ids))
+
+
+def fail_oversized(dialect: str, ids: Sequence[int], limit_bytes: int) -> sa.Executable:
+    """Fail jobs too large to hand out, keeping only the head of each payload for forensics."""
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id.in_(ids))
+        .values(
+            state=DEAD,
+            attempts=jobs.c.attempts + 1,
+            failed_at=now_ms(dialect),
+            payload=sa.func.substr(jobs.c.payload, 1, 65536),
+            error=f"runequeue.errors.PayloadTooLarge: stored payload is larger than {limit_bytes} "
+            "bytes (only its first 65536 are kept)",
+        )
     )
 
 

@@ -4,7 +4,7 @@
 -- KEYS[8] = dead zset (failed outbox), KEYS[9] = errors hash, KEYS[10] = notify list
 -- ARGV[1] = how many jobs to lease (0: only promote and recover), ARGV[2] = lease ms,
 -- ARGV[3] = lease token, ARGV[4] = default max tries, ARGV[5] = at most this many jobs promoted
--- and recovered per call
+-- and recovered per call, ARGV[6] = largest payload handed out, in bytes
 -- Returns {ms until the next delayed job is due or -1, id, payload, attempts, id, payload, ...}.
 -- All times are Redis server time, so worker clocks never matter.
 local t = redis.call('TIME')
@@ -41,14 +41,24 @@ if count > 0 then
   local ids = redis.call('LPOP', KEYS[1], count)
   if ids then
     local deadline = now + tonumber(ARGV[2])
+    local limit_bytes = tonumber(ARGV[6])
     for _, id in ipairs(ids) do
-      local payload = redis.call('HGET', KEYS[4], id)
-      if payload then
+      local size = redis.call('HSTRLEN', KEYS[4], id)
+      if size > limit_bytes then
+        -- Too large to hand to a worker: failed here, without the worker ever reading it.
+        -- Only its head is kept, for forensics.
+        local head = string.sub(redis.call('HGET', KEYS[4], id), 1, 65536)
+        redis.call('HSET', KEYS[4], id, head)
+        redis.call('HINCRBY', KEYS[5], id, 1)
+        redis.call('ZADD', KEYS[8], now, id)
+        redis.call('HSET', KEYS[9], id, 'runequeue.errors.PayloadTooLarge: stored payload is ' ..
+          size .. ' bytes; the limit is ' .. limit_bytes .. ' (only its first 65536 are kept)')
+      elseif size > 0 or redis.call('HEXISTS', KEYS[4], id) == 1 then
         local attempts = redis.call('HINCRBY', KEYS[5], id, 1)
         redis.call('HSET', KEYS[7], id, ARGV[3])
         redis.call('ZADD', KEYS[3], deadline, id)
         result[#result + 1] = id
-        result[#result + 1] = payload
+        result[#result + 1] = redis.call('HGET', KEYS[4], id)
         result[#result + 1] = attempts
       end
     end

@@ -126,3 +126,28 @@ def database_url_for(request: pytest.FixtureRequest, tmp_path: Path) -> Callable
 def database_url(request: pytest.FixtureRequest, database_url_for: Callable[[str], str]) -> str:
     """A freshly migrated database on each backend the store supports."""
     return database_url_for(request.param)
+
+
+@pytest.fixture
+def backend_for(
+    request: pytest.FixtureRequest, database_url_for: Callable[[str], str]
+) -> Callable[[str], QueueConfig]:
+    """Returns a queue configuration for a driver kind: redis, or database-<sqlite|...>."""
+
+    def make(kind: str) -> QueueConfig:
+        if kind == "redis":
+            config: QueueConfig = request.getfixturevalue("config")
+            return config
+        url = database_url_for(kind.removeprefix("database-"))
+        return QueueConfig(driver="database", database_url=url)
+
+    return make
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", help="Chaos scenarios at ten times the size.")
+    parser.addoption(
+        "--reliability-report",
+        action="store_true",
+        help="Write the chaos scenarios' figures into docs/reliability.md.",
+    )

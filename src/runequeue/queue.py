@@ -79,9 +79,15 @@ class Queue:
         *,
         queue: str | None = None,
         delay: Delay | None = None,
+        tries: int | None = None,
+        timeout: float | None = None,
+        backoff: Backoff | None = None,
     ) -> list[str]:
-        """Dispatch many jobs in one round trip per connection; returns their ids in order."""
-        groups = _group(config, jobs, queue, delay)
+        """Dispatch many jobs in one round trip per connection; returns their ids in order.
+
+        Takes the same options as `dispatch`, applied to every job.
+        """
+        groups = _group(config, jobs, queue, delay, tries, timeout, backoff)
         for connection, items in groups.items():
             _producer(connection).push(items)
         return [item.job_id for items in groups.values() for item in items]
@@ -93,9 +99,12 @@ class Queue:
         *,
         queue: str | None = None,
         delay: Delay | None = None,
+        tries: int | None = None,
+        timeout: float | None = None,
+        backoff: Backoff | None = None,
     ) -> list[str]:
         """`dispatch_many` for async code."""
-        groups = _group(config, jobs, queue, delay)
+        groups = _group(config, jobs, queue, delay, tries, timeout, backoff)
         for connection, items in groups.items():
             await _push_async(connection, items)
         return [item.job_id for items in groups.values() for item in items]
@@ -152,11 +161,17 @@ def _outgoing(
 
 
 def _group(
-    config: QueueConfig, jobs: Iterable[Job], queue: str | None, delay: Delay | None
+    config: QueueConfig,
+    jobs: Iterable[Job],
+    queue: str | None,
+    delay: Delay | None,
+    tries: int | None,
+    timeout: float | None,
+    backoff: Backoff | None,
 ) -> dict[QueueConfig, list[Outgoing]]:
     groups: dict[QueueConfig, list[Outgoing]] = {}
     for job in jobs:
-        item = _outgoing(config, job, queue, delay, None, None, None)
+        item = _outgoing(config, job, queue, delay, tries, timeout, backoff)
         groups.setdefault(_connection(config, job), []).append(item)
     return groups
 

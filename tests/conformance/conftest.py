@@ -15,11 +15,6 @@ DRIVERS = ["redis", "database-sqlite", "database-postgresql", "database-mysql"]
 @pytest.fixture(params=DRIVERS)
 def backend(request: pytest.FixtureRequest) -> Iterator[QueueConfig]:
     """Redis under a key prefix of its own, or the database driver on a migrated database."""
-    if request.param == "redis":
-        config: QueueConfig = request.getfixturevalue("config")
-    else:
-        kind = request.param.removeprefix("database-")
-        url = request.getfixturevalue("database_url_for")(kind)
-        config = QueueConfig(driver="database", database_url=url)
+    config: QueueConfig = request.getfixturevalue("backend_for")(request.param)
     yield dataclasses.replace(config, retry_after_s=30)
     Queue.close_connections()

@@ -1,7 +1,7 @@
 """Jobs the tests dispatch.
 
 Each appends a line to a ledger file (outside the queue store), so in-process and subprocess
-workers alike leave a record the test can read: ``event job_id attempt pid``.
+workers alike leave a record the test can read: ``event job_id attempt pid time``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from runequeue import Job
 
 def note(path: str, event: str, job: Job) -> None:
     with open(path, "a", encoding="utf-8") as ledger:
-        ledger.write(f"{event} {job.job_id} {job.attempt} {os.getpid()}\n")
+        ledger.write(f"{event} {job.job_id} {job.attempt} {os.getpid()} {time.time():.6f}\n")
         ledger.flush()
         os.fsync(ledger.fileno())
 
@@ -27,9 +27,29 @@ def read_ledger(path: Path) -> list[tuple[str, str, int, int]]:
         return []
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        event, job_id, attempt, pid = line.split()
+        event, job_id, attempt, pid, _ = line.split()
         rows.append((event, job_id, int(attempt), int(pid)))
     return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    event: str
+    job_id: str
+    attempt: int
+    pid: int
+    at: float  # wall clock, seconds
+
+
+def read_events(path: Path) -> list[Event]:
+    """The ledger with each event's time, for the chaos suite's redelivery figures."""
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        event, job_id, attempt, pid, at = line.split()
+        events.append(Event(event, job_id, int(attempt), int(pid), float(at)))
+    return events
 
 
 @dataclasses.dataclass
@@ -139,3 +159,27 @@ class FailsUntilFixed(Job, name="tests.FailsUntilFixed"):
         if not Path(self.fix).exists():
             raise Boom("not fixed yet")
         note(self.ledger, "done", self)
+
+
+@dataclasses.dataclass
+class KillsItsWorker(Job, name="tests.KillsItsWorker"):
+    """A poison job: the process running it dies, every time."""
+
+    ledger: str
+    tries = 3
+
+    async def handle(self) -> None:
+        note(self.ledger, "start", self)
+        os._exit(137)
+
+
+@dataclasses.dataclass
+class SleepThenFail(Job, name="tests.SleepThenFail"):
+    ledger: str
+    seconds: float
+    tries = 1
+
+    async def handle(self) -> None:
+        note(self.ledger, "start", self)
+        await asyncio.sleep(self.seconds)
+        raise Boom("failed after a while")

@@ -14,6 +14,7 @@ from typing import Any
 
 from runequeue import QueueConfig, Worker, WorkerOptions
 from runequeue.drivers import open_driver
+from runequeue.drivers.base import Outgoing
 from runequeue.failed import FailedJob, FailedJobStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +36,9 @@ def options(config: QueueConfig, **overrides: Any) -> WorkerOptions:
 async def run_worker(config: QueueConfig, **overrides: Any) -> Worker:
     driver = open_driver(config)
     store = FailedJobStore(config.database_url)
-    worker = Worker(driver, store, options(config, **overrides), connection=config.driver)
+    worker = Worker(
+        driver, store, options(config, **overrides), connection=config.driver, codec=config.codec
+    )
     try:
         await worker.run()
     finally:
@@ -79,3 +82,31 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def push_raw(config: QueueConfig, items: list[Outgoing]) -> None:
+    """Put bytes straight into the backend, as an attacker with write access could."""
+
+    async def push() -> None:
+        driver = open_driver(config)
+        try:
+            await driver.push(items)
+        finally:
+            await driver.close()
+
+    asyncio.run(push())
+
+
+def peak_rss_mib(process: subprocess.Popen[bytes]) -> float:
+    """The peak resident memory of a running child (VmHWM), sampled until it exits."""
+    peak = 0.0
+    while process.poll() is None:
+        try:
+            status = Path(f"/proc/{process.pid}/status").read_text()
+        except OSError:
+            break
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peak = max(peak, int(line.split()[1]) / 1024)
+        time.sleep(0.1)
+    return peak

@@ -27,6 +27,9 @@ jobs = sa.Table(
     sa.Column("uuid", sa.String(64), nullable=False, unique=True),
     sa.Column("queue", sa.String(255), nullable=False),
     sa.Column("payload", _LongText, nullable=False),
+    # Recorded at dispatch so reserve can refuse an oversized payload without reading it
+    # (SQLite's length() would load the whole value into the worker's memory).
+    sa.Column("payload_bytes", sa.Integer(), nullable=False, default=0),
     sa.Column("state", sa.SmallInteger(), nullable=False, default=READY),
     sa.Column("attempts", sa.Integer(), nullable=False, default=0),
     sa.Column("max_tries", sa.Integer(), nullable=True),  # NULL: the worker's --tries

@@ -69,7 +69,7 @@ def test_r3_redis_crash_and_restart_mid_run(
     results.append(
         Result("R3", "redis", jobs, "redis-server SIGKILLed mid-run, down 2 s (AOF everysec)", 0,
                duplicates, None,
-               f"workers reconnected by themselves; all done {finished_after_s:.1f} s after restart")
+               f"workers reconnected; all done {finished_after_s:.1f} s after the restart")
     )  # fmt: skip
     assert codes == [0, 0]
     assert duplicates <= 8  # at most the jobs in flight at the crash

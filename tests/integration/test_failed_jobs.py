@@ -12,7 +12,6 @@ from pathlib import Path
 import msgspec
 import pytest
 from click.testing import CliRunner
-from sqlalchemy.engine import make_url
 
 from runequeue import Queue, QueueConfig
 from runequeue.cli import cli
@@ -20,7 +19,6 @@ from runequeue.drivers import open_driver
 from runequeue.drivers.base import Outgoing
 from runequeue.failed import FailedJob, FailedJobStore
 from runequeue.failures import FailedJobs
-from runequeue.schema import migrate
 from tests.support.jobs import (
     AlwaysFails,
     FailsUntilFixed,
@@ -29,8 +27,7 @@ from tests.support.jobs import (
     Sleepy,
     read_ledger,
 )
-from tests.support.proxy import Proxy
-from tests.workers import failed_jobs, run_worker, work
+from tests.workers import failed_jobs, work
 
 
 @pytest.fixture
@@ -195,43 +192,6 @@ def test_record_is_idempotent_by_job_id(database_url: str) -> None:
     store.record(FailedJob("same", "redis", "q", b"{}", "second"))
     assert [job.exception for job in store.all()] == ["second"]
     store.close()
-
-
-def test_database_outage_while_recording_keeps_the_job(
-    config: QueueConfig, postgresql_database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The failure waits in the Redis outbox while PostgreSQL is cut off, then lands, once."""
-    url = make_url(postgresql_database)
-    proxy = Proxy(url.host or "127.0.0.1", url.port or 5432)
-    cfg = dataclasses.replace(
-        config, database_url=url.set(port=proxy.port).render_as_string(hide_password=False)
-    )
-    migrate(postgresql_database)
-    direct = FailedJobStore(postgresql_database)  # bypasses the proxy
-    direct.flush()
-    ledger = str(tmp_path / "ledger")
-
-    async def scenario() -> str:
-        worker = asyncio.create_task(run_worker(cfg, stop_when_empty=False, max_time_s=5.0))
-        await asyncio.sleep(0.5)  # the worker has started and found its table
-        proxy.cut()
-        job_id = await Queue.dispatch_async(cfg, AlwaysFails(ledger=ledger), tries=1)
-        await Queue.aclose_connections()
-        await asyncio.sleep(2.0)  # the job has failed; recording it could not reach the database
-        assert await asyncio.to_thread(direct.all) == []
-        assert "kept in the outbox" in caplog.text
-        proxy.restore()
-        await worker  # the sweeper records it; the worker never stopped
-        return job_id
-
-    try:
-        job_id = asyncio.run(scenario())
-    finally:
-        proxy.close()
-    assert [job.job_id for job in direct.all()] == [job_id]
-    assert [row[0] for row in read_ledger(Path(ledger))] == ["start", "hook:Boom"]
-    assert Queue.size(cfg) == 0
-    direct.close()
 
 
 def run_cli(args: list[str], config: QueueConfig) -> str:

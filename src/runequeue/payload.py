@@ -95,6 +95,8 @@ def decode(raw: bytes) -> Envelope:
         return _envelope_decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidPayload(f"malformed job payload: {exc}") from exc
+    except RecursionError:  # a hostile payload nested thousands deep
+        raise InvalidPayload("malformed job payload: nested too deeply") from None
 
 
 def build_job(envelope: Envelope, *, attempt: int) -> Job:
@@ -109,6 +111,8 @@ def build_job(envelope: Envelope, *, attempt: int) -> Job:
         job: Job = msgspec.json.decode(envelope.data, type=cls)
     except msgspec.DecodeError as exc:
         raise InvalidPayload(f"invalid data for job {envelope.job}: {exc}") from exc
+    except RecursionError:
+        raise InvalidPayload(f"invalid data for job {envelope.job}: nested too deeply") from None
     job.job_id = envelope.id
     job.attempt = attempt
     return job
@@ -134,7 +138,7 @@ def _peek(raw: bytes, field: str) -> str | None:
         raw = raw.split(b":", 3)[-1]  # for display only: nothing is trusted or run from this
     try:
         value: Any = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     found = value.get(field) if isinstance(value, dict) else None
     return found if isinstance(found, str) else None

@@ -33,6 +33,7 @@ def _malformed(n: int) -> list[bytes]:
         b'{"id":"x","job":"tests.Record","data":{"ledger":12},"queue":"default","created_at":0}',
         b'{"id":"x","job":"tests.Record","data":{},"queue":"default","created_at":0,"attempts":"x"}',
         b"\xff\xfe\x00garbage",
+        b'{"id":"x","job":"tests.Record","data":' + b"[" * 50_000 + b"]" * 50_000 + b"}",
     ]
     return [shapes[i % len(shapes)] for i in range(n)]
 

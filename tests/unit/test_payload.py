@@ -48,7 +48,17 @@ def test_missing_field_is_a_validation_error() -> None:
         build_job(decode(raw), attempt=1)
 
 
-@pytest.mark.parametrize("raw", [b"not json", b"{", b"[]", b'{"id": 1}', b"\x80\x04\x95pickle"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"{",
+        b"[]",
+        b'{"id": 1}',
+        b"\x80\x04\x95pickle",
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
+)
 def test_bytes_that_are_no_envelope_are_rejected(raw: bytes) -> None:
     with pytest.raises(InvalidPayload):
         decode(raw)

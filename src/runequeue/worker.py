@@ -213,7 +213,7 @@ class Worker:
                 )  # fmt: skip
                 jobs += batch.jobs
                 if batch.next_due_s is not None:
-                    next_due = min(batch.next_due_s, next_due or batch.next_due_s)
+                    next_due = min(batch.next_due_s, next_due if next_due is not None else 1e9)
                 if len(jobs) >= count:
                     break
         except DriverError as exc:

@@ -373,9 +373,12 @@ class RedisDriver:
                 pipe.hmget(k.payload, ids)
                 pipe.hmget(k.errors, ids)
                 payloads, errors = await pipe.execute()
+        # An id whose payload is gone was recorded and purged by its worker since ZRANGE: skip it,
+        # or it would be recorded again, empty, over the real record.
         return [
-            Buried(queue, job_id, raw or b"", (error or b"").decode(errors="replace"))
+            Buried(queue, job_id, raw, (error or b"").decode(errors="replace"))
             for job_id, raw, error in zip(ids, payloads, errors, strict=True)
+            if raw is not None
         ]
 
     async def purge(self, queue: str, job_id: str) -> None:

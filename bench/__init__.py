@@ -1,0 +1,1 @@
+"""Benchmarks: runequeue against the peer libraries, on the same Redis, in one run."""

@@ -1,0 +1,194 @@
+"""One adapter per library: how to clear it, enqueue with it (one call, and in bulk where it has
+a bulk API) and start its worker, each as its documentation recommends."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import redis
+
+from bench.completion import REDIS_URL
+
+Enqueue = Callable[[int, bool], None]  # (how many, with a send time for latency)
+
+
+class Library(Protocol):
+    name: str
+    setting: str  # the worker setting used, and why
+
+    def clear(self) -> None: ...
+
+    def enqueue_one_by_one(self, count: int, timed: bool = False) -> None: ...
+
+    def enqueue_bulk(self, count: int) -> bool:
+        """Enqueue ``count`` jobs with the library's batch API; False if it has none."""
+
+    def worker_command(self) -> list[str]: ...
+
+    def worker_env(self) -> dict[str, str]: ...
+
+
+def _flush_prefix(prefix: str) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+class RuneQueue:
+    def __init__(self, driver: str = "redis", database_url: str | None = None) -> None:
+        from runequeue import QueueConfig
+        from runequeue.schema import migrate
+
+        self._failed_db = f"sqlite:///{tempfile.mkdtemp()}/failed.sqlite3"
+        self.database_url = database_url or self._failed_db
+        self.driver = driver
+        self.name = (
+            "runequeue" if driver == "redis" else f"runequeue ({database_url.split(':')[0]})"
+        )
+        self.setting = "1 process, --concurrency 200 (asyncio; one log line per job, to a file)"
+        migrate(self.database_url)
+        self.config = QueueConfig(
+            driver=driver, redis_url=REDIS_URL, redis_prefix="bench-rq", queue_name="bench",
+            database_url=self.database_url,
+        )  # fmt: skip
+
+    def clear(self) -> None:
+        from runequeue import Queue
+
+        if self.driver == "redis":
+            _flush_prefix("bench-rq:")
+        else:
+            Queue.clear(self.config)
+
+    def enqueue_one_by_one(self, count: int, timed: bool = False) -> None:
+        from bench.tasks_runequeue import NoOp
+        from runequeue import Queue
+
+        for _ in range(count):
+            Queue.dispatch(self.config, NoOp(sent_at=time.time() if timed else 0.0))
+            if timed:
+                time.sleep(0.005)
+
+    def enqueue_bulk(self, count: int) -> bool:
+        from bench.tasks_runequeue import NoOp
+        from runequeue import Queue
+
+        Queue.dispatch_many(self.config, [NoOp() for _ in range(count)])
+        return True
+
+    def worker_command(self) -> list[str]:
+        return [sys.executable, "-m", "runequeue", "queue:work", "--queue", "bench",
+                "--import", "bench.tasks_runequeue", "--concurrency", "200", "--sleep", "1"]  # fmt: skip
+
+    def worker_env(self) -> dict[str, str]:
+        return {
+            "QUEUE_DRIVER": self.driver, "REDIS_URL": REDIS_URL, "QUEUE_REDIS_PREFIX": "bench-rq",
+            "DATABASE_URL": self.database_url,
+        }  # fmt: skip
+
+
+class RQ:
+    name = "rq"
+    setting = "SimpleWorker (no fork per job: RQ's fastest; one job at a time)"
+
+    def __init__(self) -> None:
+        from rq import Queue
+
+        self.queue = Queue("bench", connection=redis.Redis.from_url(REDIS_URL))
+
+    def clear(self) -> None:
+        _flush_prefix("rq:")
+
+    def enqueue_one_by_one(self, count: int, timed: bool = False) -> None:
+        from bench.tasks_rq import noop
+
+        for _ in range(count):
+            self.queue.enqueue(noop, time.time() if timed else 0.0)
+            if timed:
+                time.sleep(0.005)
+
+    def enqueue_bulk(self, count: int) -> bool:
+        from rq import Queue
+
+        from bench.tasks_rq import noop
+
+        self.queue.enqueue_many([Queue.prepare_data(noop, (0.0,)) for _ in range(count)])
+        return True
+
+    def worker_command(self) -> list[str]:
+        return [os.path.join(os.path.dirname(sys.executable), "rq"), "worker", "--url", REDIS_URL,
+                "-w", "rq.worker.SimpleWorker", "--disable-job-desc-logging", "bench"]  # fmt: skip
+
+    def worker_env(self) -> dict[str, str]:
+        return {}
+
+
+class Huey:
+    name = "huey"
+    setting = "huey_consumer -k thread -w 8, polling delay 1-50 ms"
+
+    def clear(self) -> None:
+        _flush_prefix("huey.")
+
+    def enqueue_one_by_one(self, count: int, timed: bool = False) -> None:
+        from bench.tasks_huey import noop
+
+        for _ in range(count):
+            noop(time.time() if timed else 0.0)
+            if timed:
+                time.sleep(0.005)
+
+    def enqueue_bulk(self, count: int) -> bool:
+        return False  # no batch API
+
+    def worker_command(self) -> list[str]:
+        return [os.path.join(os.path.dirname(sys.executable), "huey_consumer"),
+                "bench.tasks_huey.huey", "-k", "thread", "-w", "8", "-d", "0.001", "-m", "0.05",
+                "-q"]  # fmt: skip
+
+    def worker_env(self) -> dict[str, str]:
+        return {}
+
+
+class Dramatiq:
+    name = "dramatiq"
+    setting = "dramatiq -p 1 -t 8 (its default thread count for one process)"
+
+    def clear(self) -> None:
+        _flush_prefix("bench-dramatiq:")
+
+    def enqueue_one_by_one(self, count: int, timed: bool = False) -> None:
+        from bench.tasks_dramatiq import noop
+
+        for _ in range(count):
+            noop.send(time.time() if timed else 0.0)
+            if timed:
+                time.sleep(0.005)
+
+    def enqueue_bulk(self, count: int) -> bool:
+        return False  # group() sends one message at a time
+
+    def worker_command(self) -> list[str]:
+        return [os.path.join(os.path.dirname(sys.executable), "dramatiq"), "bench.tasks_dramatiq",
+                "-p", "1", "-t", "8"]  # fmt: skip
+
+    def worker_env(self) -> dict[str, str]:
+        return {}
+
+
+def available() -> list[Library]:
+    """runequeue, and each peer that is installed."""
+    libraries: list[Library] = [RuneQueue()]
+    for make in (RQ, Huey, Dramatiq):
+        try:
+            libraries.append(make())
+        except ImportError:
+            continue
+    return libraries

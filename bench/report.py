@@ -1,0 +1,82 @@
+"""The benchmark table in docs/benchmarks.md (between two markers) and a bar chart beside it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+START, END = "<!-- bench-results:start -->", "<!-- bench-results:end -->"
+HIGHER_IS_BETTER = {"enqueue/s", "bulk enqueue/s", "jobs/s, 1 process", "jobs/s, 2 processes"}
+METRICS = [
+    "enqueue/s", "bulk enqueue/s", "jobs/s, 1 process", "jobs/s, 2 processes",
+    "latency p50 ms", "latency p99 ms", "peak RSS MiB",
+]  # fmt: skip
+
+
+def _best_peer(metric: str, medians: dict[str, dict[str, float]]) -> tuple[str, float] | None:
+    peers = [(name, m[metric]) for name, m in medians.items()
+             if not name.startswith("runequeue") and metric in m]  # fmt: skip
+    if not peers:
+        return None
+    pick = max if metric in HIGHER_IS_BETTER else min
+    return pick(peers, key=lambda peer: peer[1])
+
+
+def table(medians: dict[str, dict[str, float]]) -> str:
+    names = list(medians)
+    lines = ["| metric | " + " | ".join(names) + " | runequeue / best peer |",
+             "|---" * (len(names) + 2) + "|"]  # fmt: skip
+    for metric in METRICS:
+        cells = []
+        for name in names:
+            value = medians[name].get(metric)
+            cells.append(
+                "—" if value is None else f"{value:,.2f}" if value < 10 else f"{value:,.0f}"
+            )
+        best = _best_peer(metric, medians)
+        ours = medians.get("runequeue", {}).get(metric)
+        ratio = (
+            "—"
+            if best is None or ours is None or best[1] == 0
+            else f"{ours / best[1]:.2f} ({best[0]})"
+        )
+        lines.append(f"| {metric} | " + " | ".join(cells) + f" | {ratio} |")
+    return "\n".join(lines)
+
+
+def chart(medians: dict[str, dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = ["enqueue/s", "jobs/s, 1 process", "jobs/s, 2 processes"]
+    names = list(medians)
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4))
+    for axis, metric in zip(axes, metrics, strict=True):
+        values = [medians[name].get(metric, 0.0) for name in names]
+        colours = ["#c0392b" if name.startswith("runequeue") else "#7f8c8d" for name in names]
+        axis.barh(names, values, color=colours)
+        axis.set_title(metric)
+        axis.invert_yaxis()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def write_docs(medians: dict[str, dict[str, float]], settings: dict[str, str], *, jobs: int,
+               rounds: int) -> None:  # fmt: skip
+    doc = DOCS / "benchmarks.md"
+    header = (
+        f"Last run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, Python "
+        f"{platform.python_version()}; medians of {rounds} interleaved rounds, {jobs:,} no-op jobs "
+        "per processing run, Redis on loopback.\n\nWorker settings:\n\n"
+        + "\n".join(f"- **{name}**: {setting}" for name, setting in settings.items())
+    )
+    body = f"{header}\n\n{table(medians)}\n\n![throughput](benchmarks.png)"
+    text = doc.read_text(encoding="utf-8")
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    doc.write_text(f"{head}{START}\n{body}\n{END}{tail}", encoding="utf-8")
+    chart(medians, DOCS / "benchmarks.png")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,7 +63,7 @@ class QueueConfig:
         if not self.queue_name:
             raise ConfigError("queue_name must not be empty")
 
-    @property
+    @functools.cached_property
     def codec(self) -> Codec:
         """Encodes, signs, verifies and decodes this configuration's payloads."""
         return Codec(self.max_payload_bytes, self.signing_keys)

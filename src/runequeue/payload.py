@@ -12,8 +12,8 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import os
 import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,7 +45,15 @@ _envelope_decoder = msgspec.json.Decoder(Envelope)
 
 
 def new_job_id() -> str:
-    return uuid.uuid4().hex
+    """A random version-4 UUID, as 32 hex digits.
+
+    Built from ``os.urandom`` directly: ``uuid.uuid4().hex`` costs ten times as much, and bulk
+    dispatch makes one per job.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 def envelope_for(

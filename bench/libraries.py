@@ -84,8 +84,8 @@ class RuneQueue:
         return True
 
     def worker_command(self) -> list[str]:
-        return [sys.executable, "-m", "runequeue", "queue:work", "--queue", "bench",
-                "--import", "bench.tasks_runequeue", "--concurrency", "200", "--sleep", "1"]  # fmt: skip
+        command = [sys.executable, "-m", "runequeue", "queue:work", "--queue", "bench"]
+        return [*command, "--import", "bench.tasks_runequeue", "--concurrency", "200"]
 
     def worker_env(self) -> dict[str, str]:
         return {

@@ -118,7 +118,7 @@ class Worker:
         self._slot_free = asyncio.Event()
         self._closing = asyncio.Event()
         self._hooked: set[str] = set()  # lease-expired jobs whose failed() hook has been called
-        self._idle_task: asyncio.Task[None] | None = None
+        self._idle_task: asyncio.Future[Batch | None] | None = None
         self._acks: asyncio.Queue[Reserved | None] = asyncio.Queue()
         self._broker_backoff = _Backoff()
         self._executor = ThreadPoolExecutor(options.concurrency, thread_name_prefix="runequeue-job")
@@ -179,8 +179,8 @@ class Worker:
                 if not self._running and not was_running:
                     return
                 await self._wait_for_a_job()
-            else:
-                await self._idle(batch.next_due_s)
+            elif (woken := await self._idle(batch.next_due_s, free)) and woken.jobs:
+                self._start(woken.jobs)
 
     def _should_stop(self) -> bool:
         opts = self.options
@@ -250,14 +250,23 @@ class Worker:
         if self._running:
             await asyncio.wait(list(self._running.values()), return_when=asyncio.FIRST_COMPLETED)
 
-    async def _idle(self, next_due_s: float | None) -> None:
-        """Block until a new job is pushed, a delayed one is due, or ``sleep_s`` passes."""
-        timeout = (
-            self.options.sleep_s if next_due_s is None else min(self.options.sleep_s, next_due_s)
-        )
-        self._idle_task = asyncio.create_task(self.driver.wait(self.options.queues, timeout))
+    async def _idle(self, next_due_s: float | None, free: int) -> Batch | None:
+        """Block until a new job is pushed, a delayed one is due, or ``sleep_s`` passes.
+
+        With one queue, the jobs that woke the worker come back with the wake-up itself.
+        """
+        opts = self.options
+        timeout = opts.sleep_s if next_due_s is None else min(opts.sleep_s, next_due_s)
+        if len(opts.queues) == 1:
+            waiting: Awaitable[Batch | None] = self.driver.wait_and_reserve(
+                opts.queues[0], timeout, free, lease_s=opts.lease_s, default_tries=opts.tries
+            )
+        else:
+            waiting = self.driver.wait(opts.queues, timeout)
+        # If a shutdown cancels this mid-call, jobs it reserved run again after their lease.
+        self._idle_task = asyncio.ensure_future(waiting)
         try:
-            await self._idle_task
+            return await self._idle_task
         except asyncio.CancelledError:
             if not self._stop.is_set():
                 raise
@@ -265,6 +274,7 @@ class Worker:
             await self._broker_error("waiting for jobs", exc, until_stop=True)
         finally:
             self._idle_task = None
+        return None
 
     async def _process(self, item: Reserved) -> None:
         try:

@@ -93,6 +93,11 @@ class Driver(Protocol):
     async def wait(self, queues: Sequence[str], timeout_s: float) -> None:
         """Block until new work may be ready on one of ``queues``, or ``timeout_s`` passes."""
 
+    async def wait_and_reserve(
+        self, queue: str, timeout_s: float, count: int, *, lease_s: float, default_tries: int
+    ) -> Batch:
+        """`wait` on one queue, then `reserve` from it (in one round trip where possible)."""
+
     async def ack(self, items: Sequence[Reserved]) -> list[bool]:
         """Delete finished jobs; ``False`` for a job whose lease was lost."""
 

@@ -165,6 +165,12 @@ class DatabaseDriver:
         await asyncio.sleep(min(timeout_s, self._poll_s))
         self._poll_s = min(self._poll_s * 2, max(timeout_s, FIRST_POLL_S))
 
+    async def wait_and_reserve(
+        self, queue: str, timeout_s: float, count: int, *, lease_s: float, default_tries: int
+    ) -> Batch:
+        await self.wait([queue], timeout_s)
+        return await self.reserve(queue, count, lease_s=lease_s, default_tries=default_tries)
+
     def _can_listen(self) -> bool:
         engine = self.queue.engine
         return engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"

@@ -140,6 +140,20 @@ def _scatter(count: int, groups: dict[str, list[int]], replies: Sequence[Any]) -
     return results
 
 
+def _block(timeout_s: float) -> float:
+    # BLPOP takes whole and fractional seconds; 0 would block forever.
+    return max(round(timeout_s, 3), 0.01)
+
+
+def _batch(queue: str, reply: list[Any], token: str) -> Batch:
+    jobs = [
+        Reserved(queue, _text(reply[i]), reply[i + 1], int(reply[i + 2]), token)
+        for i in range(1, len(reply), 3)
+    ]
+    next_due_ms = int(reply[0])
+    return Batch(jobs, None if next_due_ms < 0 else next_due_ms / 1000)
+
+
 class _KeyCache:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -287,7 +301,9 @@ class RedisDriver:
         except DriverError as exc:
             raise DispatchError(f"could not dispatch: {exc}") from exc
 
-    async def reserve(self, queue: str, count: int, *, lease_s: float, default_tries: int) -> Batch:
+    def _reserve_call(
+        self, queue: str, count: int, lease_s: float, default_tries: int
+    ) -> tuple[list[str], list[ScriptArg], str]:
         k = self.keys(queue)
         keys = [
             k.ready, k.delayed, k.reserved, k.payload, k.attempts,
@@ -297,19 +313,18 @@ class RedisDriver:
         args: list[ScriptArg] = [
             count, int(lease_s * 1000), token, default_tries, RECOVER_LIMIT, self.max_payload_bytes
         ]  # fmt: skip
+        return keys, args, token
+
+    async def reserve(self, queue: str, count: int, *, lease_s: float, default_tries: int) -> Batch:
+        keys, args, token = self._reserve_call(queue, count, lease_s, default_tries)
         with mapped_errors(self.url):
             reply = await self._reserve(keys=keys, args=args)
-        jobs = [
-            Reserved(queue, _text(reply[i]), reply[i + 1], int(reply[i + 2]), token)
-            for i in range(1, len(reply), 3)
-        ]
-        next_due_ms = int(reply[0])
-        return Batch(jobs, None if next_due_ms < 0 else next_due_ms / 1000)
+        return _batch(queue, reply, token)
 
     async def recover(self, queue: str, *, default_tries: int) -> None:
         await self.reserve(queue, 0, lease_s=1, default_tries=default_tries)
 
-    async def wait(self, queues: Sequence[str], timeout_s: float) -> None:
+    def _blocking_client(self, timeout_s: float) -> aioredis.Redis:
         if self._blocking is None:
             self._blocking = aioredis.Redis.from_url(
                 self.url,
@@ -318,14 +333,37 @@ class RedisDriver:
                 socket_timeout=timeout_s + self.timeout_s,
                 single_connection_client=True,
             )
-        # BLPOP takes whole and fractional seconds; 0 would block forever.
-        seconds = max(round(timeout_s, 3), 0.01)
+        return self._blocking
+
+    async def wait(self, queues: Sequence[str], timeout_s: float) -> None:
+        client = self._blocking_client(timeout_s)
         try:
             with mapped_errors(self.url):
-                await self._blocking.blpop([self.keys(q).notify for q in queues], timeout=seconds)
+                await client.blpop([self.keys(q).notify for q in queues], timeout=_block(timeout_s))
         except DriverUnavailable:
             await self._drop_blocking()
             raise
+
+    async def wait_and_reserve(
+        self, queue: str, timeout_s: float, count: int, *, lease_s: float, default_tries: int
+    ) -> Batch:
+        """`wait`, then `reserve`, in one round trip: the reserve is pipelined behind the BLPOP,
+        so Redis runs it the moment a job wakes the worker (one round trip saved per wake-up)."""
+        client = self._blocking_client(timeout_s)
+        keys, args, token = self._reserve_call(queue, count, lease_s, default_tries)
+        try:
+            with mapped_errors(self.url):
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.blpop([self.keys(queue).notify], timeout=_block(timeout_s))
+                    pipe.evalsha(self._reserve.sha, len(keys), *keys, *args)
+                    _, reply = await pipe.execute()
+        except redis.exceptions.NoScriptError:
+            # Redis lost its scripts (a restart): the plain reserve loads it again.
+            return await self.reserve(queue, count, lease_s=lease_s, default_tries=default_tries)
+        except DriverUnavailable:
+            await self._drop_blocking()
+            raise
+        return _batch(queue, reply, token)
 
     async def _drop_blocking(self) -> None:
         client, self._blocking = self._blocking, None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import platform
 from pathlib import Path
 
@@ -46,6 +47,51 @@ def table(medians: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def targets(medians: dict[str, dict[str, float]]) -> str:
+    """Issue 6's targets, checked against this run."""
+    ours = medians.get("runequeue", {})
+
+    def peer(metric: str) -> tuple[str, float]:
+        return _best_peer(metric, medians) or ("no peer", float("nan"))
+
+    one, two = ours.get("jobs/s, 1 process", 0.0), ours.get("jobs/s, 2 processes", 0.0)
+    best_one, best_enqueue = peer("jobs/s, 1 process"), peer("enqueue/s")
+    p50, p99 = peer("latency p50 ms"), peer("latency p99 ms")
+    rows = [
+        ("one process, log line on: >= 10,000 no-op jobs/s", f"{one:,.0f}", one >= 10_000),
+        (
+            "one process: >= 5x the best peer's one process",
+            f"{one / best_one[1]:.2f}x {best_one[0]}",
+            one >= 5 * best_one[1],
+        ),
+        ("two processes >= 1.8x one", f"{two / one:.2f}x" if one else "-", two >= 1.8 * one),
+        (
+            "single-call enqueue >= 1.5x the best peer",
+            f"{ours.get('enqueue/s', 0.0) / best_enqueue[1]:.2f}x {best_enqueue[0]}",
+            ours.get("enqueue/s", 0.0) >= 1.5 * best_enqueue[1],
+        ),
+        (
+            "bulk enqueue >= 100,000 jobs/s",
+            f"{ours.get('bulk enqueue/s', 0.0):,.0f}",
+            ours.get("bulk enqueue/s", 0.0) >= 100_000,
+        ),
+        (
+            "idle latency p50 / p99 at or below the best peer",
+            f"{ours.get('latency p50 ms', 0.0):.2f} / {ours.get('latency p99 ms', 0.0):.2f} ms vs "
+            f"{p50[0]} {p50[1]:.2f} / {p99[0]} {p99[1]:.2f} ms",
+            ours.get("latency p50 ms", 1e9) <= p50[1] and ours.get("latency p99 ms", 1e9) <= p99[1],
+        ),
+        (
+            "worker RSS <= 60 MB",
+            f"{ours.get('peak RSS MiB', 0.0):.0f} MiB",
+            ours.get("peak RSS MiB", 1e9) * 1.048576 <= 60,
+        ),
+    ]
+    lines = ["| target | measured | met? |", "|---|---|---|"]
+    lines += [f"| {target} | {value} | {'yes' if met else 'no'} |" for target, value, met in rows]
+    return "\n".join(lines)
+
+
 def chart(medians: dict[str, dict[str, float]], path: Path) -> None:
     import matplotlib
 
@@ -67,6 +113,8 @@ def chart(medians: dict[str, dict[str, float]], path: Path) -> None:
 
 def write_docs(medians: dict[str, dict[str, float]], settings: dict[str, str], *, jobs: int,
                rounds: int) -> None:  # fmt: skip
+    raw = {"medians": medians, "settings": settings, "jobs": jobs, "rounds": rounds}
+    (DOCS / "benchmarks.json").write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
     doc = DOCS / "benchmarks.md"
     header = (
         f"Last run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, Python "
@@ -74,7 +122,10 @@ def write_docs(medians: dict[str, dict[str, float]], settings: dict[str, str], *
         "per processing run, Redis on loopback.\n\nWorker settings:\n\n"
         + "\n".join(f"- **{name}**: {setting}" for name, setting in settings.items())
     )
-    body = f"{header}\n\n{table(medians)}\n\n![throughput](benchmarks.png)"
+    body = (
+        f"{header}\n\n{table(medians)}\n\n![throughput](benchmarks.png)\n\n"
+        f"Against the targets of issue 6, in this run:\n\n{targets(medians)}"
+    )
     text = doc.read_text(encoding="utf-8")
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)

@@ -96,11 +96,6 @@ def job_class(name: str) -> type[Job]:
     return cls
 
 
-def registered_names() -> list[str]:
-    """Every registered job name, sorted."""
-    return sorted(_registry)
-
-
 def is_async_handler(job: Job) -> bool:
     """Whether the job's ``handle`` is a coroutine function (else it runs in a thread)."""
     return inspect.iscoroutinefunction(job.handle)

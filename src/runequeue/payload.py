@@ -126,11 +126,6 @@ def build_job(envelope: Envelope, *, attempt: int) -> Job:
     return job
 
 
-def with_attempts_reset(envelope: Envelope) -> Envelope:
-    """A copy of the envelope ready to be pushed again as a fresh job (same id)."""
-    return msgspec.structs.replace(envelope, attempts=0)
-
-
 def peek_id(raw: bytes) -> str | None:
     """Best-effort job id from bytes that may not decode as an envelope."""
     return _peek(raw, "id")

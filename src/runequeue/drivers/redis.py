@@ -105,6 +105,10 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _push_keys(k: QueueKeys) -> list[str]:
+    return [k.ready, k.delayed, k.payload, k.tries, k.notify]
+
+
 def _push_args(items: Sequence[Outgoing]) -> list[ScriptArg]:
     args: list[ScriptArg] = []
     for item in items:
@@ -190,18 +194,16 @@ class RedisProducer:
                 groups = _by_queue(items)
                 if len(groups) == 1:
                     ((queue, group),) = groups.items()
-                    self._push(keys=self._push_keys(queue), args=_push_args(group))
+                    self._push(keys=_push_keys(self.keys(queue)), args=_push_args(group))
                     return
                 with self.client.pipeline(transaction=False) as pipe:
                     for queue, group in groups.items():
-                        self._push(keys=self._push_keys(queue), args=_push_args(group), client=pipe)
+                        self._push(
+                            keys=_push_keys(self.keys(queue)), args=_push_args(group), client=pipe
+                        )
                     pipe.execute()
         except DriverError as exc:
             raise DispatchError(f"could not dispatch: {exc}") from exc
-
-    def _push_keys(self, queue: str) -> list[str]:
-        k = self.keys(queue)
-        return [k.ready, k.delayed, k.payload, k.tries, k.notify]
 
     def size(self, queue: str) -> int:
         k = self.keys(queue)
@@ -294,8 +296,7 @@ class RedisDriver:
             with mapped_errors(self.url):
                 async with self.client.pipeline(transaction=False) as pipe:
                     for queue, group in _by_queue(items).items():
-                        k = self.keys(queue)
-                        keys = [k.ready, k.delayed, k.payload, k.tries, k.notify]
+                        keys = _push_keys(self.keys(queue))
                         await self._push(keys=keys, args=_push_args(group), client=pipe)
                     await pipe.execute()
         except DriverError as exc:

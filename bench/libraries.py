@@ -49,9 +49,8 @@ class RuneQueue:
         self._failed_db = f"sqlite:///{tempfile.mkdtemp()}/failed.sqlite3"
         self.database_url = database_url or self._failed_db
         self.driver = driver
-        self.name = (
-            "runequeue" if driver == "redis" else f"runequeue ({database_url.split(':')[0]})"
-        )
+        backend = self.database_url.split(":")[0].split("+")[0]
+        self.name = "runequeue" if driver == "redis" else f"runequeue-{backend}"
         self.setting = "1 process, --concurrency 200 (asyncio; one log line per job, to a file)"
         migrate(self.database_url)
         self.config = QueueConfig(
@@ -183,9 +182,42 @@ class Dramatiq:
         return {}
 
 
+BENCH_POSTGRES = os.environ.get(
+    "BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/runequeue_bench"
+)
+
+
+def _database_drivers() -> list[Library]:
+    """runequeue's database driver on a fresh SQLite file and, when reachable, PostgreSQL."""
+    sqlite = f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite3"
+    drivers: list[Library] = [RuneQueue("database", sqlite)]
+    try:
+        _create_database(BENCH_POSTGRES)
+        drivers.append(RuneQueue("database", BENCH_POSTGRES))
+    except Exception as exc:  # no PostgreSQL here: measure the rest
+        print(f"skipping runequeue on PostgreSQL: {exc}")
+    return drivers
+
+
+def _create_database(url: str) -> None:
+    import sqlalchemy as sa
+
+    from runequeue.database import create_engine
+
+    target = sa.engine.make_url(url)
+    admin = create_engine(target.set(database="postgres").render_as_string(hide_password=False))
+    with admin.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+        exists = conn.execute(
+            sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
+        ).scalar()
+        if not exists:
+            conn.execute(sa.text(f'CREATE DATABASE "{target.database}"'))
+    admin.dispose()
+
+
 def available() -> list[Library]:
-    """runequeue, and each peer that is installed."""
-    libraries: list[Library] = [RuneQueue()]
+    """runequeue (Redis, then its database driver), and each peer that is installed."""
+    libraries: list[Library] = [RuneQueue(), *_database_drivers()]
     for make in (RQ, Huey, Dramatiq):
         try:
             libraries.append(make())

@@ -302,3 +302,10 @@ def test_dispatch_to_an_unreachable_backend_names_it_without_the_password(
         Queue.dispatch(config, Record(ledger="unused"))
     assert "secret" not in str(caught.value)
     assert "***" in str(caught.value)
+
+
+def test_bulk_dispatch_of_many_thousands_in_one_call(backend: QueueConfig) -> None:
+    # 20,000 rows would pass PostgreSQL's 65,535 bind parameters if sent as one VALUES list.
+    ids = Queue.dispatch_many(backend, [Record(ledger="x") for _ in range(20_000)])
+    assert len(set(ids)) == 20_000
+    assert Queue.size(backend) == 20_000

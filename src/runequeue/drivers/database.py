@@ -52,7 +52,7 @@ class DatabaseQueue:
     def push(self, items: Sequence[Outgoing]) -> None:
         try:
             with self._errors(), self.engine.begin() as conn:
-                conn.execute(sql.insert_jobs(self.dialect, items))
+                conn.execute(sql.insert_jobs(self.dialect), sql.job_rows(items))
                 if self.dialect == "postgresql":
                     # Delivered when this transaction commits: the jobs are visible by then.
                     conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "")))

@@ -32,10 +32,28 @@ def now_ms(dialect: str) -> sa.ColumnElement[int]:
     return sa.literal(time.time_ns() // 1_000_000, sa.BigInteger)
 
 
-def insert_jobs(dialect: str, items: Sequence[Outgoing]) -> sa.Executable:
-    """One multi-row INSERT; a job id already stored is skipped (a retried dispatch)."""
+def insert_jobs(dialect: str) -> sa.Executable:
+    """An INSERT for `job_rows`, run as executemany; a job id already stored is skipped.
+
+    Executemany, not one multi-row VALUES: a bulk dispatch of 20,000 jobs would pass
+    PostgreSQL's limit of 65,535 bind parameters in one statement.
+    """
     now = now_ms(dialect)
-    rows: list[dict[str, Any]] = [
+    values = {
+        "available_at": now + sa.bindparam("delay_ms", type_=sa.BigInteger),
+        "created_at": now,
+    }
+    if dialect == "postgresql":
+        pg = postgresql.insert(jobs).values(values)
+        return pg.on_conflict_do_nothing(index_elements=["uuid"])
+    if dialect == "sqlite":
+        lite = sqlite.insert(jobs).values(values)
+        return lite.on_conflict_do_nothing(index_elements=["uuid"])
+    return mysql.insert(jobs).values(values).prefix_with("IGNORE")
+
+
+def job_rows(items: Sequence[Outgoing]) -> list[dict[str, Any]]:
+    return [
         {
             "uuid": item.job_id,
             "queue": item.queue,
@@ -44,16 +62,10 @@ def insert_jobs(dialect: str, items: Sequence[Outgoing]) -> sa.Executable:
             "state": READY,
             "attempts": 0,
             "max_tries": item.max_tries,
-            "available_at": now + int(item.delay_s * 1000),
-            "created_at": now,
+            "delay_ms": int(item.delay_s * 1000),
         }
         for item in items
     ]
-    if dialect == "postgresql":
-        return postgresql.insert(jobs).values(rows).on_conflict_do_nothing(index_elements=["uuid"])
-    if dialect == "sqlite":
-        return sqlite.insert(jobs).values(rows).on_conflict_do_nothing(index_elements=["uuid"])
-    return mysql.insert(jobs).values(rows).prefix_with("IGNORE")
 
 
 def select_ready(dialect: str, queue: str, count: int) -> sa.Select[Any]:

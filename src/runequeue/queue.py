@@ -10,7 +10,7 @@ import asyncio
 import datetime as dt
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from runequeue import payload
 from runequeue.config import QueueConfig
@@ -154,10 +154,28 @@ def _outgoing(
     timeout: float | None,
     backoff: Backoff | None,
 ) -> Outgoing:
-    name = queue or job.queue or config.queue_name
-    envelope = payload.envelope_for(job, queue=name, tries=tries, timeout=timeout, backoff=backoff)
-    raw = config.codec.encode(envelope)
-    return Outgoing(envelope.id, name, raw, _delay_seconds(delay), envelope.max_tries)
+    return _encoder(config, queue, delay, tries, timeout, backoff)(job)
+
+
+def _encoder(
+    config: QueueConfig,
+    queue: str | None,
+    delay: Delay | None,
+    tries: int | None,
+    timeout: float | None,
+    backoff: Backoff | None,
+) -> Callable[[Job], Outgoing]:
+    """Encode jobs with one set of dispatch options, worked out once (bulk dispatch is per job)."""
+    codec, delay_s, default_queue = config.codec, _delay_seconds(delay), config.queue_name
+
+    def encode(job: Job) -> Outgoing:
+        name = queue or job.queue or default_queue
+        envelope = payload.envelope_for(
+            job, queue=name, tries=tries, timeout=timeout, backoff=backoff
+        )
+        return Outgoing(envelope.id, name, codec.encode(envelope), delay_s, envelope.max_tries)
+
+    return encode
 
 
 def _group(
@@ -169,10 +187,14 @@ def _group(
     timeout: float | None,
     backoff: Backoff | None,
 ) -> dict[QueueConfig, list[Outgoing]]:
-    groups: dict[QueueConfig, list[Outgoing]] = {}
+    """Encoded jobs by the connection they go to (a job class may name its own)."""
+    encode = _encoder(config, queue, delay, tries, timeout, backoff)
+    by_name: dict[str | None, list[Outgoing]] = {}
     for job in jobs:
-        item = _outgoing(config, job, queue, delay, tries, timeout, backoff)
-        groups.setdefault(_connection(config, job), []).append(item)
+        by_name.setdefault(job.connection, []).append(encode(job))
+    groups: dict[QueueConfig, list[Outgoing]] = {}
+    for name, items in by_name.items():  # "redis" named on a redis config is the same connection
+        groups.setdefault(config.with_driver(name) if name else config, []).extend(items)
     return groups
 
 

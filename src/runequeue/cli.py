@@ -23,6 +23,7 @@ from runequeue.errors import RuneQueueError
 from runequeue.failed import FailedJob
 from runequeue.failures import FailedJobs
 from runequeue.job import Backoff
+from runequeue.logs import setup_worker_logging
 from runequeue.queue import Queue
 from runequeue.schema import migrate
 from runequeue.worker import WorkerOptions, run_worker
@@ -117,7 +118,7 @@ def queue_work(
         lease_s=config.retry_after_s,
         strict=strict,
     )
-    _setup_logging()
+    setup_worker_logging()
     try:
         sys.exit(asyncio.run(run_worker(config, options)))
     except RuneQueueError as exc:
@@ -169,7 +170,7 @@ def demo_command(driver: str) -> None:
         _call(partial(demo.dispatch_examples, config, table.add_row))
         console.print(table)
         console.print("rune queue:work --queue demo --stop-when-empty:")
-        _setup_logging()
+        setup_worker_logging()
         _call(partial(demo.work_examples, config))
     console.print("rune queue:failed — ChargeCard always declines, so it is there:")
     with FailedJobs(config) as failed:
@@ -294,12 +295,6 @@ def _call(action: Callable[[], T]) -> T:
         return action()
     except RuneQueueError as exc:
         raise click.ClickException(str(exc)) from exc
-
-
-def _setup_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout, force=True
-    )
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import random
 import signal
@@ -72,7 +73,7 @@ class WorkerOptions:
     sweep_interval_s: float = 5.0
     strict: bool = False
 
-    @property
+    @functools.cached_property
     def defaults(self) -> JobDefaults:
         return JobDefaults(tries=self.tries, timeout_s=self.timeout_s, backoff=self.backoff)
 

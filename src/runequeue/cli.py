@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import sys
@@ -16,10 +15,11 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from runequeue import demo
+from runequeue import demo, eventloop
 from runequeue.config import QueueConfig, imports_from_env
 from runequeue.database import redacted
 from runequeue.errors import RuneQueueError
+from runequeue.eventloop import LoopChoice
 from runequeue.failed import FailedJob
 from runequeue.failures import FailedJobs
 from runequeue.job import Backoff
@@ -85,6 +85,13 @@ def _import_job_modules(modules: list[str]) -> None:
 @click.option("--shutdown-timeout", default=25.0, show_default=True, help="Grace on SIGTERM (s).")
 @click.option("--retry-after", type=float, help="Lease length in seconds (QUEUE_RETRY_AFTER).")
 @click.option("--strict", is_flag=True, help="Refuse to start if the backend could lose jobs.")
+@click.option(
+    "--loop",
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    default="auto",
+    show_default=True,
+    help="Event loop; auto takes uvloop when installed.",
+)
 def queue_work(
     connection: str | None,
     queues: str | None,
@@ -100,6 +107,7 @@ def queue_work(
     shutdown_timeout: float,
     retry_after: float | None,
     strict: bool,
+    loop: LoopChoice,
 ) -> None:
     """Process jobs from the queues until stopped (SIGTERM/SIGINT drain gracefully)."""
     config = _config(connection, retry_after_s=retry_after)
@@ -118,9 +126,15 @@ def queue_work(
         lease_s=config.retry_after_s,
         strict=strict,
     )
+    try:
+        new_loop = eventloop.loop_factory(loop)
+    except ImportError as exc:
+        raise click.ClickException(
+            "uvloop is not installed: pip install 'runequeue[uvloop]'"
+        ) from exc
     setup_worker_logging()
     try:
-        sys.exit(asyncio.run(run_worker(config, options)))
+        sys.exit(eventloop.run(run_worker(config, options), new_loop))
     except RuneQueueError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -4,8 +4,7 @@
 -- ARGV = groups of four: id, payload, delay_ms, max_tries ('' = the worker's default)
 -- Returns the number of jobs stored (a job id already present is skipped, so a dispatch retried
 -- after an ambiguous network error cannot store the job twice).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = nil  -- Redis's clock, read only if a job is delayed (each call costs ~3 us)
 local ready = {}
 local stored = 0
 for i = 1, #ARGV, 4 do
@@ -17,6 +16,10 @@ for i = 1, #ARGV, 4 do
     end
     local delay = tonumber(ARGV[i + 2])
     if delay > 0 then
+      if now == nil then
+        local t = redis.call('TIME')
+        now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+      end
       redis.call('ZADD', KEYS[2], now + delay, id)
     else
       ready[#ready + 1] = id

@@ -16,6 +16,7 @@ from concurrent.futures import Executor
 from typing import Literal
 
 from runequeue import payload
+from runequeue.deadlines import Deadlines
 from runequeue.errors import FailedStoreError, JobTimeout, PayloadError
 from runequeue.failed import FailedJob, FailedJobStore
 from runequeue.job import Backoff, Job, is_async_handler
@@ -74,6 +75,7 @@ async def run_attempt(
     *,
     codec: Codec = DEFAULT_CODEC,
     only_try: bool = False,
+    deadlines: Deadlines | None = None,
 ) -> Attempt:
     """Run attempt number ``attempts`` of the stored job ``raw``.
 
@@ -94,31 +96,65 @@ async def run_attempt(
         tries = 1
     timeout_s = envelope.timeout if envelope.timeout is not None else defaults.timeout_s
     backoff = envelope.backoff if envelope.backoff is not None else defaults.backoff
-    error = await _handle(job, timeout_s, executor)
+    error = await _handle(job, timeout_s, executor, deadlines)
     decision = decide(attempts, tries, backoff, error)
     if isinstance(decision, Fail) and error is not None:
         await call_failed_hook(job, error)
     return Attempt(decision, envelope.job, envelope.id, error, time.perf_counter() - started)
 
 
-async def _handle(job: Job, timeout_s: float | None, executor: Executor | None) -> Exception | None:
+async def _handle(
+    job: Job, timeout_s: float | None, executor: Executor | None, deadlines: Deadlines | None
+) -> Exception | None:
+    if timeout_s is not None and deadlines is not None:
+        return await _handle_watched(job, timeout_s, executor, deadlines)
     deadline = asyncio.timeout(timeout_s)
     try:
         async with deadline:
-            if is_async_handler(job):
-                result = job.handle()
-                if result is not None:
-                    await result
-            else:
-                # A thread cannot be stopped: on timeout the attempt fails, but the thread runs on.
-                await asyncio.get_running_loop().run_in_executor(executor, job.handle)
+            await _call(job, executor)
     except TimeoutError as exc:
         if not deadline.expired():
             return exc  # the handler's own TimeoutError (an HTTP call, say), not ours
-        return JobTimeout(f"{type(job).job_name} ({job.job_id}) timed out after {timeout_s:g}s")
+        return _timed_out(job, timeout_s)
     except Exception as exc:
         return exc
     return None
+
+
+async def _handle_watched(
+    job: Job, timeout_s: float, executor: Executor | None, deadlines: Deadlines
+) -> Exception | None:
+    """`_handle` under the worker's shared `Deadlines` rather than a timer of its own."""
+    task = asyncio.current_task()
+    if task is None:
+        raise RuntimeError("a job runs inside an asyncio task")
+    deadlines.watch(task, timeout_s)
+    try:
+        await _call(job, executor)
+    except (asyncio.CancelledError, Exception) as exc:
+        if deadlines.expired(task):
+            task.uncancel()  # the cancellation was the timeout's, and it is handled here
+            return _timed_out(job, timeout_s)
+        if isinstance(exc, asyncio.CancelledError):
+            raise  # a shutdown or a lost lease: the worker handles it
+        return exc
+    finally:
+        deadlines.unwatch(task)
+    return None
+
+
+async def _call(job: Job, executor: Executor | None) -> None:
+    if is_async_handler(job):
+        result = job.handle()
+        if result is not None:
+            await result
+    else:
+        # A thread cannot be stopped: on timeout the attempt fails, but the thread runs on.
+        await asyncio.get_running_loop().run_in_executor(executor, job.handle)
+
+
+def _timed_out(job: Job, timeout_s: float | None) -> JobTimeout:
+    return JobTimeout(f"{type(job).job_name} ({job.job_id}) timed out after {timeout_s:g}s")
 
 
 async def call_failed_hook(job: Job, error: BaseException) -> None:

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from runequeue import payload
 from runequeue.config import QueueConfig
+from runequeue.deadlines import Deadlines
 from runequeue.drivers import open_driver
 from runequeue.drivers.base import Batch, Buried, Driver, Reserved
 from runequeue.errors import ConfigError, DriverError, FailedStoreError, LeaseExpired, PayloadError
@@ -130,6 +131,7 @@ class Worker:
             on_lost=self._lease_lost_from_thread,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadlines = Deadlines()
 
     async def run(self) -> int:
         """Work until a signal, a limit or (``stop_when_empty``) an empty queue; returns 0."""
@@ -149,6 +151,7 @@ class Worker:
             await self._stop_background(background)
             await self._flush_outbox()
             self._heartbeat.stop()
+            await self._deadlines.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._remove_signal_handlers()
         log.info("worker stopped after %d job(s)", self.processed)
@@ -283,8 +286,9 @@ class Worker:
     async def _process(self, item: Reserved) -> None:
         try:
             attempt = await run_attempt(
-                item.raw, item.attempts, self.options.defaults, self._executor, codec=self.codec
-            )
+                item.raw, item.attempts, self.options.defaults, self._executor,
+                codec=self.codec, deadlines=self._deadlines,
+            )  # fmt: skip
         except asyncio.CancelledError:
             await self._interrupted(item)
             return

@@ -1,12 +1,15 @@
 """``python -m bench``: measure runequeue and every installed peer, interleaved, medians of rounds.
 
-Writes the table into docs/benchmarks.md and a bar chart beside it (with --write-docs).
+Writes the table into docs/benchmarks.md and a bar chart beside it (with --write-docs). Run it
+from its own virtualenv, .venv-bench (see README.md): arq there holds redis-py below 6.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import statistics
 import subprocess
 import time
@@ -38,17 +41,33 @@ def _start_workers(library: Library, processes: int) -> list[subprocess.Popen[by
     ]
 
 
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants: taskiq's and dramatiq's commands run the jobs in a child."""
+    pids = [pid]
+    for parent in pids:  # grows as it goes: breadth first
+        for children in Path(f"/proc/{parent}/task").glob("*/children"):
+            try:
+                pids += [int(child) for child in children.read_text().split()]
+            except OSError:  # the process has gone
+                continue
+    return pids
+
+
 def _peak_rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    """The largest high-water mark in the worker's process tree: the process that runs the jobs."""
+    peak = 0.0
+    for member in _process_tree(pid):
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) / 1024)
+        except OSError:
+            continue
+    return peak
 
 
 def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
+    children = [pid for worker in workers for pid in _process_tree(worker.pid)[1:]]
     for worker in workers:
         worker.terminate()
     for worker in workers:
@@ -56,6 +75,23 @@ def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
             worker.wait(timeout=20)
         except subprocess.TimeoutExpired:
             worker.kill()
+            worker.wait()
+    # A supervisor that was killed, or that exits before its children, would leave them to
+    # run on, and a child still blocked in a BRPOP can swallow the next run's first job.
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    """Still running: neither gone nor a zombie (whose sockets are already closed)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def enqueue_rate(library: Library, count: int, bulk: bool) -> float | None:
@@ -119,9 +155,18 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000, help="jobs per processing run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--only", metavar="NAME[,NAME]", help="measure only these libraries")
     args = parser.parse_args()
 
     libraries = available()
+    if args.only:
+        if args.write_docs:  # the docs' table compares every library
+            parser.error("--only and --write-docs do not go together")
+        wanted = set(args.only.split(","))
+        names = [lib.name for lib in libraries]
+        if unknown := wanted - set(names):
+            parser.error(f"not available: {', '.join(sorted(unknown))} (have {', '.join(names)})")
+        libraries = [lib for lib in libraries if lib.name in wanted]
     runs: dict[str, dict[str, list[float]]] = {lib.name: {} for lib in libraries}
 
     def note(lib: Library, metric: str, value: float | None) -> None:

@@ -3,6 +3,7 @@ a bulk API) and start its worker, each as its documentation recommends."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import tempfile
@@ -182,6 +183,167 @@ class Dramatiq:
         return {}
 
 
+def _script(name: str) -> str:
+    """A console script installed beside this interpreter (the bench virtualenv's)."""
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+class Arq:
+    name = "arq"
+    setting = (
+        "arq worker, max_jobs 10 (its default; 100 and 500 were no faster), poll_delay 1 ms "
+        "(default 0.5 s adds ~250 ms of latency), keep_result 0, per-job log lines off"
+    )
+
+    def __init__(self) -> None:
+        import arq  # noqa: F401 - skip this library when it is not installed
+
+    def clear(self) -> None:
+        _flush_prefix("arq:")  # job, in-progress and result keys, and the queue "arq:bench"
+
+    def enqueue_one_by_one(self, count: int, timed: bool = False) -> None:
+        asyncio.run(self._enqueue(count, timed))  # one event loop for the whole run
+
+    async def _enqueue(self, count: int, timed: bool) -> None:
+        from arq import create_pool
+        from arq.connections import RedisSettings
+
+        from bench.tasks_arq import QUEUE
+
+        pool = await create_pool(RedisSettings.from_dsn(REDIS_URL), default_queue_name=QUEUE)
+        try:
+            for _ in range(count):
+                await pool.enqueue_job("noop", time.time() if timed else 0.0)
+                if timed:
+                    await asyncio.sleep(0.005)
+        finally:
+            await pool.aclose()
+
+    def enqueue_bulk(self, count: int) -> bool:
+        return False  # no batch API: enqueue_job is one WATCH/MULTI transaction per job
+
+    def worker_command(self) -> list[str]:
+        return [_script("arq"), "bench.tasks_arq.WorkerSettings",
+                "--custom-log-dict", "bench.tasks_arq.LOG_CONFIG"]  # fmt: skip
+
+    def worker_env(self) -> dict[str, str]:
+        return {}
+
+
+class Saq:
+    name = "saq"
+    setting = "saq worker, concurrency 10 (its default; 50, 100 and 200 were no faster)"
+
+    def __init__(self) -> None:
+        import saq  # noqa: F401 - skip this library when it is not installed
+
+    def clear(self) -> None:
+        from bench.tasks_saq import NAME
+
+        _flush_prefix(f"saq:{NAME}:")
+        _flush_prefix(f"saq:job:{NAME}:")
+
+    def enqueue_one_by_one(self, count: int, timed: bool = False) -> None:
+        asyncio.run(self._enqueue(count, timed))  # one event loop for the whole run
+
+    async def _enqueue(self, count: int, timed: bool) -> None:
+        from saq import Queue
+
+        from bench.tasks_saq import NAME
+
+        # A queue of its own: a redis.asyncio client cannot outlive the event loop it ran on.
+        queue = Queue.from_url(REDIS_URL, name=NAME)
+        await queue.connect()
+        try:
+            for _ in range(count):
+                await queue.enqueue("noop", sent_at=time.time() if timed else 0.0)
+                if timed:
+                    await asyncio.sleep(0.005)
+        finally:
+            await queue.disconnect()
+
+    def enqueue_bulk(self, count: int) -> bool:
+        return False  # no batch API: map() enqueues one script call per job and awaits results
+
+    def worker_command(self) -> list[str]:
+        return [_script("saq"), "bench.tasks_saq.settings"]
+
+    def worker_env(self) -> dict[str, str]:
+        return {}
+
+
+class Celery:
+    name = "celery"
+    setting = (
+        "celery worker -P solo (tasks run in the consumer: no pool IPC; threads -c 8 and prefork "
+        "-c 1 were slower), results off, --without-gossip --without-mingle --without-heartbeat"
+    )
+
+    def __init__(self) -> None:
+        import celery  # noqa: F401 - skip this library when it is not installed
+
+    def clear(self) -> None:
+        _flush_prefix("bench-celery:")
+
+    def enqueue_one_by_one(self, count: int, timed: bool = False) -> None:
+        from bench.tasks_celery import noop
+
+        for _ in range(count):
+            noop.delay(time.time() if timed else 0.0)
+            if timed:
+                time.sleep(0.005)
+
+    def enqueue_bulk(self, count: int) -> bool:
+        return False  # group().apply_async() publishes one message (one LPUSH) at a time
+
+    def worker_command(self) -> list[str]:
+        return [_script("celery"), "-A", "bench.tasks_celery", "worker", "-P", "solo",
+                "-Q", "bench", "--without-gossip", "--without-mingle",
+                "--without-heartbeat"]  # fmt: skip
+
+    def worker_env(self) -> dict[str, str]:
+        return {}
+
+
+class Taskiq:
+    name = "taskiq"
+    setting = (
+        "taskiq worker --workers 1 (a supervisor and one worker child) --max-async-tasks 100 "
+        "(its default; 10 and 500 were no faster), ListQueueBroker, per-task log line off"
+    )
+
+    def __init__(self) -> None:
+        import taskiq_redis  # noqa: F401 - skip this library when it is not installed
+
+    def clear(self) -> None:
+        _flush_prefix("bench-taskiq")
+
+    def enqueue_one_by_one(self, count: int, timed: bool = False) -> None:
+        asyncio.run(self._enqueue(count, timed))  # one event loop for the whole run
+
+    async def _enqueue(self, count: int, timed: bool) -> None:
+        from bench.tasks_taskiq import broker, noop
+
+        await broker.startup()
+        try:
+            for _ in range(count):
+                await noop.kiq(time.time() if timed else 0.0)
+                if timed:
+                    await asyncio.sleep(0.005)
+        finally:
+            await broker.shutdown()  # closes the pool's connections with this loop
+
+    def enqueue_bulk(self, count: int) -> bool:
+        return False  # no batch API: kiq() is one LPUSH per task
+
+    def worker_command(self) -> list[str]:
+        return [_script("taskiq"), "worker", "bench.tasks_taskiq:broker", "--workers", "1",
+                "--max-async-tasks", "100", "--log-level", "WARNING"]  # fmt: skip
+
+    def worker_env(self) -> dict[str, str]:
+        return {}
+
+
 BENCH_POSTGRES = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/runequeue_bench"
 )
@@ -218,7 +380,7 @@ def _create_database(url: str) -> None:
 def available() -> list[Library]:
     """runequeue (Redis, then its database driver), and each peer that is installed."""
     libraries: list[Library] = [RuneQueue(), *_database_drivers()]
-    for make in (RQ, Huey, Dramatiq):
+    for make in (RQ, Huey, Dramatiq, Arq, Saq, Celery, Taskiq):
         try:
             libraries.append(make())
         except ImportError:

@@ -14,8 +14,11 @@ import time
 import redis
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-DONE_KEY = "bench:done"
-LATENCY_KEY = "bench:latency"
+# Keys of this run's own: the harness sets BENCH_RUN and its workers inherit it, so two runs on
+# one Redis never reset each other's counts.
+RUN = os.environ.setdefault("BENCH_RUN", str(os.getpid()))
+DONE_KEY = f"bench:{RUN}:done"
+LATENCY_KEY = f"bench:{RUN}:latency"
 
 
 class Completion:

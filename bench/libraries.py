@@ -52,7 +52,10 @@ class RuneQueue:
         self.driver = driver
         backend = self.database_url.split(":")[0].split("+")[0]
         self.name = "runequeue" if driver == "redis" else f"runequeue-{backend}"
-        self.setting = "1 process, --concurrency 200 (asyncio; one log line per job, to a file)"
+        self.setting = (
+            "1 process, --concurrency 200, uvloop (the [uvloop] extra, picked by --loop auto); "
+            "its line per job on (written, like every library's output, to /dev/null)"
+        )
         migrate(self.database_url)
         self.config = QueueConfig(
             driver=driver, redis_url=REDIS_URL, redis_prefix="bench-rq", queue_name="bench",
@@ -134,6 +137,9 @@ class Huey:
     name = "huey"
     setting = "huey_consumer -k thread -w 8, polling delay 1-50 ms"
 
+    def __init__(self) -> None:
+        import huey  # noqa: F401 - skip this library when it is not installed
+
     def clear(self) -> None:
         _flush_prefix("huey.")
 
@@ -160,6 +166,9 @@ class Huey:
 class Dramatiq:
     name = "dramatiq"
     setting = "dramatiq -p 1 -t 8 (its default thread count for one process)"
+
+    def __init__(self) -> None:
+        import dramatiq  # noqa: F401 - skip this library when it is not installed
 
     def clear(self) -> None:
         _flush_prefix("bench-dramatiq:")

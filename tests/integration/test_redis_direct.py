@@ -3,6 +3,7 @@ when Redis forgets its scripts, or when several threads dispatch at once."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 import redis
 
 from runequeue import Queue, QueueConfig
-from runequeue.drivers.redis import QueueKeys
+from runequeue.drivers.redis import QueueKeys, RedisDriver
 from tests.support.jobs import Record
 from tests.support.servers import OwnRedis
 
@@ -86,3 +87,22 @@ def test_threads_dispatching_at_once_each_store_every_job(config: QueueConfig) -
         thread.join()
     assert sorted(stored_ids(config)) == sorted(ids)
     assert len(set(ids)) == 800
+
+
+def test_a_woken_worker_reserves_after_redis_lost_its_scripts(own_config: QueueConfig) -> None:
+    job_id = Queue.dispatch(own_config, Record(ledger="-"))
+    client = redis.Redis.from_url(own_config.redis_url)
+    client.script_flush()
+    client.close()
+
+    async def wake() -> list[str]:
+        driver = RedisDriver(own_config.redis_url, prefix=own_config.redis_prefix)
+        try:
+            batch = await driver.wait_and_reserve(
+                own_config.queue_name, 1.0, 10, lease_s=30, default_tries=3
+            )
+        finally:
+            await driver.close()
+        return [item.job_id for item in batch.jobs]
+
+    assert asyncio.run(wake()) == [job_id]

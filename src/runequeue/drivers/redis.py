@@ -370,25 +370,33 @@ class RedisDriver:
         evalsha = ("EVALSHA", self._reserve.sha, len(keys), *keys, *args)
         try:
             with mapped_errors(self.url):
-                # Straight on the connection, not through a pipeline object: this is the path
-                # of every wake-up, and redis-py's pipeline machinery cost ~0.1 ms of it.
-                await client.initialize()
-                connection = client.connection
-                if connection is None:  # initialize() gives a single-connection client one
-                    raise DriverError("the Redis client opened no connection")
-                await connection.send_packed_command(
-                    connection.pack_commands([blpop, evalsha]), check_health=False
-                )
-                await connection.read_response()
-                reply = await connection.read_response()
-        except redis.exceptions.NoScriptError:
-            # Redis lost its scripts (a restart): the plain reserve loads it again.
-            return await self.reserve(queue, count, lease_s=lease_s, default_tries=default_tries)
+                try:
+                    reply = await self._blpop_then_reserve(client, blpop, evalsha)
+                except redis.exceptions.NoScriptError:
+                    reply = None  # Redis lost its scripts (a restart); both replies were read
         except BaseException:
             # A reply may still be unread on it (cancelled mid-wait): never reuse it.
             await self._drop_blocking()
             raise
+        if reply is None:  # the plain reserve loads the script again
+            return await self.reserve(queue, count, lease_s=lease_s, default_tries=default_tries)
         return _batch(queue, reply, token)
+
+    @staticmethod
+    async def _blpop_then_reserve(
+        client: aioredis.Redis, blpop: tuple[ScriptArg, ...], evalsha: tuple[ScriptArg, ...]
+    ) -> Any:
+        # Straight on the connection, not through a pipeline object: this is the path of every
+        # wake-up, and redis-py's pipeline machinery cost ~0.1 ms of it.
+        await client.initialize()
+        connection = client.connection
+        if connection is None:  # initialize() gives a single-connection client one
+            raise DriverError("the Redis client opened no connection")
+        await connection.send_packed_command(
+            connection.pack_commands([blpop, evalsha]), check_health=False
+        )
+        await connection.read_response()
+        return await connection.read_response()
 
     async def _drop_blocking(self) -> None:
         client, self._blocking = self._blocking, None

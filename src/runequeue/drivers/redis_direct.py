@@ -3,8 +3,8 @@
 On loopback a Redis round trip costs about 20 µs, and redis-py's client path around it (pool
 checkout and health check, the retry wrapper, observability hooks, response callbacks) costs about
 as much again. A dispatch is exactly one script call, so the producer sends it on a connection of
-its own and reads the reply itself; redis-py still opens the connection, packs the command and
-parses the reply (with hiredis).
+its own and reads the reply itself; redis-py still opens the connection and parses the reply, and
+hiredis (a dependency of redis[hiredis]) packs the command.
 
 Nothing is given up for it: the reply is still awaited, so a dispatch that returns has been stored.
 Anything out of the ordinary (another thread using the connection, a dropped connection, a
@@ -19,14 +19,18 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, cast
 
+import hiredis
 import redis
 
 # After a failure the client path alone is used for a while: during an outage its bounded retries
 # decide how long a dispatch takes to fail, without a connect attempt of ours added to each.
 PAUSE_AFTER_FAILURE_S = 1.0
+
+# hiredis's stub types the command as a one-item tuple; it takes any number of items.
+_pack = cast(Callable[[tuple[Any, ...]], bytes], hiredis.pack_command)
 
 Call = tuple[Sequence[str], Sequence[bytes | str | int | float]]  # (keys, args)
 
@@ -36,7 +40,6 @@ class _Connection(Protocol):
 
     def connect(self) -> None: ...
     def disconnect(self) -> None: ...
-    def pack_command(self, *args: Any) -> list[bytes]: ...
     def send_command(self, *args: Any) -> None: ...
     def send_packed_command(self, command: list[bytes], check_health: bool = True) -> None: ...
     def read_response(self) -> Any: ...
@@ -62,8 +65,9 @@ class ScriptLine:
         """Send every call without waiting, then read every reply, in order."""
         with self._held() as connection:
             for keys, args in calls:
-                command = connection.pack_command("EVALSHA", self._sha, len(keys), *keys, *args)
-                connection.send_packed_command(command, check_health=False)
+                # hiredis packs in C what redis-py's packer checks argument by argument first.
+                command = _pack(("EVALSHA", self._sha, len(keys), *keys, *args))
+                connection.send_packed_command([command], check_health=False)
             return [connection.read_response() for _ in calls]
 
     @contextlib.contextmanager

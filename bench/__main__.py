@@ -152,7 +152,7 @@ def latency_ms(library: Library, count: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--jobs", type=int, default=20_000, help="jobs per processing run")
+    parser.add_argument("--jobs", type=int, default=40_000, help="jobs per processing run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--only", metavar="NAME[,NAME]", help="measure only these libraries")

@@ -23,7 +23,7 @@ from runequeue.eventloop import LoopChoice
 from runequeue.failed import FailedJob
 from runequeue.failures import FailedJobs
 from runequeue.job import Backoff
-from runequeue.logs import setup_worker_logging
+from runequeue.logs import flush_logs, setup_worker_logging
 from runequeue.queue import Queue
 from runequeue.schema import migrate
 from runequeue.worker import WorkerOptions, run_worker
@@ -186,6 +186,7 @@ def demo_command(driver: str) -> None:
         console.print("rune queue:work --queue demo --stop-when-empty:")
         setup_worker_logging()
         _call(partial(demo.work_examples, config))
+        flush_logs()  # the worker's lines, before the failed-jobs table below them
     console.print("rune queue:failed — ChargeCard always declines, so it is there:")
     with FailedJobs(config) as failed:
         latest = [job for job in _call(failed.list) if job.job_name == "demo.ChargeCard"][-1:]

@@ -93,3 +93,9 @@ def setup_worker_logging(stream: TextIO | None = None) -> None:
     handler = BatchingStreamHandler(stream or sys.stdout)
     handler.setFormatter(SecondCachedFormatter(LINE_FORMAT))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
+def flush_logs() -> None:
+    """Write out the lines still gathered, before printing anything else to the same terminal."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()

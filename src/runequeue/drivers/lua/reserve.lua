@@ -37,30 +37,46 @@ end
 
 local result = {-1}
 local count = tonumber(ARGV[1])
-if count > 0 then
-  local ids = redis.call('LPOP', KEYS[1], count)
-  if ids then
-    local deadline = now + tonumber(ARGV[2])
-    local limit_bytes = tonumber(ARGV[6])
-    for _, id in ipairs(ids) do
-      local size = redis.call('HSTRLEN', KEYS[4], id)
-      if size > limit_bytes then
-        -- Too large to hand to a worker: failed here, without the worker ever reading it.
-        -- Only its head is kept, for forensics.
-        local head = string.sub(redis.call('HGET', KEYS[4], id), 1, 65536)
-        redis.call('HSET', KEYS[4], id, head)
-        redis.call('HINCRBY', KEYS[5], id, 1)
-        redis.call('ZADD', KEYS[8], now, id)
-        redis.call('HSET', KEYS[9], id, 'runequeue.errors.PayloadTooLarge: stored payload is ' ..
-          size .. ' bytes; the limit is ' .. limit_bytes .. ' (only its first 65536 are kept)')
-      elseif size > 0 or redis.call('HEXISTS', KEYS[4], id) == 1 then
-        local attempts = redis.call('HINCRBY', KEYS[5], id, 1)
-        redis.call('HSET', KEYS[7], id, ARGV[3])
-        redis.call('ZADD', KEYS[3], deadline, id)
-        result[#result + 1] = id
-        result[#result + 1] = redis.call('HGET', KEYS[4], id)
-        result[#result + 1] = attempts
-      end
+local ids = count > 0 and redis.call('LPOP', KEYS[1], count) or false
+if ids then
+  local deadline = now + tonumber(ARGV[2])
+  local limit_bytes = tonumber(ARGV[6])
+  local leased, attempts = {}, {}
+  for _, id in ipairs(ids) do
+    local size = redis.call('HSTRLEN', KEYS[4], id)
+    if size > limit_bytes then
+      -- Too large to hand to a worker: failed here, without the worker ever reading it.
+      -- Only its head is kept, for forensics.
+      local head = string.sub(redis.call('HGET', KEYS[4], id), 1, 65536)
+      redis.call('HSET', KEYS[4], id, head)
+      redis.call('HINCRBY', KEYS[5], id, 1)
+      redis.call('ZADD', KEYS[8], now, id)
+      redis.call('HSET', KEYS[9], id, 'runequeue.errors.PayloadTooLarge: stored payload is ' ..
+        size .. ' bytes; the limit is ' .. limit_bytes .. ' (only its first 65536 are kept)')
+    elseif size > 0 or redis.call('HEXISTS', KEYS[4], id) == 1 then
+      leased[#leased + 1] = id
+      attempts[#leased] = redis.call('HINCRBY', KEYS[5], id, 1)
+    end
+  end
+  -- The lease (token and deadline) and the payloads of all leased jobs, a few calls per slice
+  -- rather than per job: a call from Lua costs a few microseconds whatever it carries.
+  local SLICE = 500
+  for first = 1, #leased, SLICE do
+    local last = math.min(first + SLICE - 1, #leased)
+    local tokens, deadlines = {}, {}
+    for i = first, last do
+      tokens[#tokens + 1] = leased[i]
+      tokens[#tokens + 1] = ARGV[3]
+      deadlines[#deadlines + 1] = deadline
+      deadlines[#deadlines + 1] = leased[i]
+    end
+    redis.call('HSET', KEYS[7], unpack(tokens))
+    redis.call('ZADD', KEYS[3], unpack(deadlines))
+    local payloads = redis.call('HMGET', KEYS[4], unpack(leased, first, last))
+    for i = first, last do
+      result[#result + 1] = leased[i]
+      result[#result + 1] = payloads[i - first + 1]
+      result[#result + 1] = attempts[i]
     end
   end
 end

@@ -106,29 +106,19 @@ async def run_attempt(
 async def _handle(
     job: Job, timeout_s: float | None, executor: Executor | None, deadlines: Deadlines | None
 ) -> Exception | None:
-    if timeout_s is not None and deadlines is not None:
-        return await _handle_watched(job, timeout_s, executor, deadlines)
-    deadline = asyncio.timeout(timeout_s)
-    try:
-        async with deadline:
-            await _call(job, executor)
-    except TimeoutError as exc:
-        if not deadline.expired():
-            return exc  # the handler's own TimeoutError (an HTTP call, say), not ours
-        return _timed_out(job, timeout_s)
-    except Exception as exc:
-        return exc
-    return None
-
-
-async def _handle_watched(
-    job: Job, timeout_s: float, executor: Executor | None, deadlines: Deadlines
-) -> Exception | None:
-    """`_handle` under the worker's shared `Deadlines` rather than a timer of its own."""
+    """Run the handler; past ``timeout_s``, ``deadlines`` cancels it. That is the worker's shared
+    ticker, or, for a job run on its own (the sync driver), a ticker of the job's own."""
+    if deadlines is None:
+        deadlines = Deadlines()
+        try:
+            return await _handle(job, timeout_s, executor, deadlines)
+        finally:
+            await deadlines.close()
     task = asyncio.current_task()
     if task is None:
         raise RuntimeError("a job runs inside an asyncio task")
-    deadlines.watch(task, timeout_s)
+    if timeout_s is not None:
+        deadlines.watch(task, timeout_s)
     try:
         await _call(job, executor)
     except (asyncio.CancelledError, Exception) as exc:
@@ -137,7 +127,7 @@ async def _handle_watched(
             return _timed_out(job, timeout_s)
         if isinstance(exc, asyncio.CancelledError):
             raise  # a shutdown or a lost lease: the worker handles it
-        return exc
+        return exc  # a handler's own TimeoutError (an HTTP call, say) stays its own
     finally:
         deadlines.unwatch(task)
     return None

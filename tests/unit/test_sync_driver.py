@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from runequeue import Job, Queue, QueueConfig
-from runequeue.errors import FailedStoreError
+from runequeue.errors import FailedStoreError, JobTimeout
 from runequeue.failed import FailedJobStore
-from tests.support.jobs import AlwaysFails, Boom, Record, RecordInThread, read_ledger
+from tests.support.jobs import AlwaysFails, Boom, Record, RecordInThread, Sleepy, read_ledger
 
 
 @pytest.fixture
@@ -86,3 +86,8 @@ def test_bulk_dispatch_runs_each_job(sync: QueueConfig, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger"
     ids = Queue.dispatch_many(sync, [Record(ledger=str(ledger)) for _ in range(3)])
     assert [row[1] for row in read_ledger(ledger)] == ids
+
+
+def test_a_job_past_its_timeout_raises_job_timeout(sync: QueueConfig, tmp_path: Path) -> None:
+    with pytest.raises(JobTimeout, match=r"timed out after 0\.2s"):
+        Queue.dispatch(sync, Sleepy(ledger=str(tmp_path / "ledger"), seconds=30), timeout=0.2)

@@ -1,15 +1,21 @@
 """runequeue: Laravel-style background job queues for Python."""
 
+from importlib.metadata import PackageNotFoundError, version
+
 from runequeue.config import QueueConfig
 from runequeue.errors import (
+    BadSignature,
     ConfigError,
+    DatabaseUnavailable,
     DispatchError,
     DriverError,
     DriverUnavailable,
     DuplicateJobName,
+    FailedStoreError,
     InvalidPayload,
     JobTimeout,
     LeaseExpired,
+    MissingTable,
     PayloadError,
     PayloadTooLarge,
     RuneQueueError,
@@ -19,16 +25,25 @@ from runequeue.job import Job
 from runequeue.queue import Queue
 from runequeue.worker import Worker, WorkerOptions
 
+try:
+    __version__ = version("runequeue")
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
+
 __all__ = [
+    "BadSignature",
     "ConfigError",
+    "DatabaseUnavailable",
     "DispatchError",
     "DriverError",
     "DriverUnavailable",
     "DuplicateJobName",
+    "FailedStoreError",
     "InvalidPayload",
     "Job",
     "JobTimeout",
     "LeaseExpired",
+    "MissingTable",
     "PayloadError",
     "PayloadTooLarge",
     "Queue",
@@ -37,4 +52,5 @@ __all__ = [
     "UnknownJob",
     "Worker",
     "WorkerOptions",
+    "__version__",
 ]

@@ -13,6 +13,7 @@ from dotenv import dotenv_values
 
 from runequeue.errors import ConfigError
 from runequeue.payload import Codec
+from runequeue.urls import hide_password
 
 DriverName = Literal["sync", "redis", "database"]
 DRIVER_NAMES: tuple[str, ...] = get_args(DriverName)
@@ -53,6 +54,18 @@ class QueueConfig:
     dispatch_timeout_s: float = 2.0
     signing_keys: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
 
+    def __repr__(self) -> str:
+        # A config ends up in logs and tracebacks: URLs are shown without their passwords, and
+        # the signing keys not at all.
+        shown = {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.repr
+        }
+        shown["redis_url"] = hide_password(self.redis_url)
+        shown["database_url"] = hide_password(self.database_url)
+        return f"QueueConfig({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
+
     def __post_init__(self) -> None:
         if self.driver not in DRIVER_NAMES:
             raise ConfigError(
@@ -81,17 +94,14 @@ class QueueConfig:
         **overrides: Any,
     ) -> QueueConfig:
         """Read ``QUEUE_DRIVER`` (alias ``QUEUE_CONNECTION``), ``REDIS_URL``, ``QUEUE_NAME``,
-        ``DATABASE_URL``, ``QUEUE_RETRY_AFTER`` and ``QUEUE_REDIS_PREFIX``.
+        ``DATABASE_URL``, ``QUEUE_RETRY_AFTER``, ``QUEUE_REDIS_PREFIX``, ``QUEUE_SIGNING_KEYS`` and
+        ``QUEUE_MAX_PAYLOAD_BYTES``.
 
         Values come from ``environ`` (default ``os.environ``), then a ``.env`` file in the working
         directory for names the environment lacks; keyword ``overrides`` (not ``None``) win over
         both.
         """
-        values: dict[str, str] = {}
-        if env_file is not None and Path(env_file).is_file():
-            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-        values.update(os.environ if environ is None else environ)
-
+        values = settings_source(environ, env_file)
         settings: dict[str, Any] = {}
         driver = values.get("QUEUE_DRIVER") or values.get("QUEUE_CONNECTION")
         if driver:
@@ -102,8 +112,8 @@ class QueueConfig:
         if values.get("QUEUE_SIGNING_KEYS"):
             settings["signing_keys"] = _signing_keys(values["QUEUE_SIGNING_KEYS"])
         if values.get("QUEUE_MAX_PAYLOAD_BYTES"):
-            settings["max_payload_bytes"] = int(
-                _number("QUEUE_MAX_PAYLOAD_BYTES", values["QUEUE_MAX_PAYLOAD_BYTES"])
+            settings["max_payload_bytes"] = _bytes(
+                "QUEUE_MAX_PAYLOAD_BYTES", values["QUEUE_MAX_PAYLOAD_BYTES"]
             )
         if values.get("QUEUE_RETRY_AFTER"):
             settings["retry_after_s"] = _number("QUEUE_RETRY_AFTER", values["QUEUE_RETRY_AFTER"])
@@ -129,6 +139,17 @@ def _signing_keys(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(keys)
 
 
+def settings_source(
+    environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> dict[str, str]:
+    """Every setting by name: ``environ`` (default ``os.environ``) over the ``.env`` file."""
+    values: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    return values
+
+
 def _number(name: str, text: str) -> float:
     try:
         return float(text)
@@ -136,7 +157,31 @@ def _number(name: str, text: str) -> float:
         raise ConfigError(f"{name} must be a number of seconds, got {text!r}") from None
 
 
-def imports_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Modules named by ``RUNE_IMPORTS`` (comma-separated) for the worker to import."""
-    text = (os.environ if environ is None else environ).get("RUNE_IMPORTS", "")
+# Decimal and binary units, as `ls` and `df` spell them; a bare number is bytes.
+_BYTE_UNITS = {
+    "": 1, "b": 1,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3,
+}  # fmt: skip
+
+
+def _bytes(name: str, text: str) -> int:
+    number = text.strip().rstrip("bBiIkKmMgG ")
+    unit = text.strip()[len(number) :].strip().lower()
+    try:
+        size = float(number) * _BYTE_UNITS[unit]
+    except (ValueError, KeyError):
+        raise ConfigError(
+            f"{name} must be a size in bytes, such as 1048576, 1MiB or 512KB; got {text!r}"
+        ) from None
+    if size < 1:
+        raise ConfigError(f"{name} must be at least 1 byte; got {text!r}")
+    return int(size)
+
+
+def imports_from_env(
+    environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+) -> list[str]:
+    """Modules named by ``RUNE_IMPORTS`` (comma-separated, environment or ``.env``)."""
+    text = settings_source(environ, env_file).get("RUNE_IMPORTS", "")
     return [name.strip() for name in text.split(",") if name.strip()]

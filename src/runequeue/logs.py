@@ -1,10 +1,10 @@
 """The worker's log output: one line per job, at the cost of a few microseconds, not a syscall.
 
 A busy worker logs tens of thousands of lines a second. A plain `logging.StreamHandler` writes and
-flushes each one (a system call per job), and every record looks up its thread, process and
-caller. Profiled on a no-op job, that was a fifth of the worker's time. Here lines are gathered
-and written together at most `FLUSH_INTERVAL_S` later, warnings and errors at once, and records
-skip the lookups the format never prints. A worker killed with SIGKILL can lose the last
+flushes each one (a system call per job), and every record looks up its caller. Profiled on a
+no-op job, that was a fifth of the worker's time. Here lines are gathered and written together at
+most `FLUSH_INTERVAL_S` later, warnings and errors at once, and the per-job records skip the
+caller lookup (`log_line`). A worker killed with SIGKILL can lose the last
 `FLUSH_INTERVAL_S` of INFO lines; the jobs themselves are unaffected.
 """
 
@@ -15,6 +15,8 @@ import sys
 import threading
 import time
 from typing import TextIO
+
+from runequeue.errors import ConfigError
 
 FLUSH_INTERVAL_S = 0.05
 LINE_FORMAT = "%(asctime)s %(message)s"
@@ -83,19 +85,62 @@ class BatchingStreamHandler(logging.StreamHandler[TextIO]):
                 return
 
 
-def setup_worker_logging(stream: TextIO | None = None) -> None:
-    """INFO lines with a timestamp to ``stream`` (stdout), batched; replaces existing handlers."""
-    # Documented logging optimisations: the format prints none of these, so skip their lookups.
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    logging._srcfile = None  # no caller lookup per record (the logging HOWTO, "Optimization")
+RUNEQUEUE_LOGGER = "runequeue"
+
+
+def setup_worker_logging(
+    stream: TextIO | None = None, *, level: int = logging.INFO, config_file: str | None = None
+) -> None:
+    """Send runequeue's own log lines to ``stream`` (stdout), batched, at ``level``.
+
+    Only the ``runequeue`` logger is configured: the root logger, and so the application's own
+    logging, stays as the application set it up (a job module may configure it when imported).
+    With ``config_file`` (a `logging.config` file: ``.json`` for dictConfig, else the INI format
+    of fileConfig) that file configures everything, runequeue's logger included.
+    """
+    if config_file is not None:
+        load_logging_config(config_file)
+        return
+    logger = logging.getLogger(RUNEQUEUE_LOGGER)
+    for old in [h for h in logger.handlers if isinstance(h, BatchingStreamHandler)]:
+        logger.removeHandler(old)  # configured again (the demo, tests): one handler, not two
+        old.flush()
     handler = BatchingStreamHandler(stream or sys.stdout)
     handler.setFormatter(SecondCachedFormatter(LINE_FORMAT))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    # Records still propagate: an application that configured the root logger (a log file, say)
+    # gets runequeue's lines there too; one that configured nothing gets them only here.
+
+
+def load_logging_config(path: str) -> None:
+    """Apply a standard `logging.config` file: JSON for dictConfig, INI for fileConfig."""
+    import json
+    import logging.config
+
+    try:
+        if path.endswith(".json"):
+            with open(path, encoding="utf-8") as config:
+                logging.config.dictConfig(json.load(config))
+        else:
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise ConfigError(f"cannot use logging config {path!r}: {exc}") from exc
+
+
+def log_line(logger: logging.Logger, level: int, message: str, *args: object) -> None:
+    """``logger.log`` without the caller lookup (a stack walk per record).
+
+    The per-job lines are logged tens of thousands of times a second, and their format prints no
+    file or line. The global ``logging._srcfile = None`` switch would save the same for every
+    logger, but it would also blank ``%(lineno)d`` and ``%(funcName)s`` in the application's own
+    records.
+    """
+    if logger.isEnabledFor(level):
+        logger.handle(logger.makeRecord(logger.name, level, "", 0, message, args, None))
 
 
 def flush_logs() -> None:
     """Write out the lines still gathered, before printing anything else to the same terminal."""
-    for handler in logging.getLogger().handlers:
+    for handler in logging.getLogger(RUNEQUEUE_LOGGER).handlers:
         handler.flush()

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from runequeue import QueueConfig
+from runequeue.config import imports_from_env
 from runequeue.errors import ConfigError
 
 
@@ -48,3 +49,44 @@ def test_explicit_overrides_win() -> None:
 def test_bad_values_are_config_errors(environ: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
         QueueConfig.from_env(environ, env_file=None)
+
+
+def test_repr_hides_passwords_and_signing_keys() -> None:
+    config = QueueConfig(
+        redis_url="redis://:hunter2@cache:6379/0",
+        database_url="postgresql://app:s3cret@db/app",
+        signing_keys=(("k1", "topsecret"),),
+    )
+    shown = repr(config)
+    assert "hunter2" not in shown and "s3cret" not in shown and "topsecret" not in shown
+    assert "redis://:***@cache:6379/0" in shown and "postgresql://app:***@db/app" in shown
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("1048576", 1048576), ("1MiB", 1048576), ("1MB", 1_000_000), ("512 KiB", 524288)],
+)
+def test_payload_limit_takes_units(text: str, size: int) -> None:
+    config = QueueConfig.from_env({"QUEUE_MAX_PAYLOAD_BYTES": text}, env_file=None)
+    assert config.max_payload_bytes == size
+
+
+def test_a_bad_payload_limit_says_bytes_not_seconds() -> None:
+    with pytest.raises(ConfigError, match="size in bytes") as raised:
+        QueueConfig.from_env({"QUEUE_MAX_PAYLOAD_BYTES": "lots"}, env_file=None)
+    assert "seconds" not in str(raised.value)
+
+
+def test_rune_imports_is_read_from_dotenv_too(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("RUNE_IMPORTS=app.jobs, billing.jobs\n")
+    assert imports_from_env({}, env_file) == ["app.jobs", "billing.jobs"]
+    assert imports_from_env({"RUNE_IMPORTS": "other.jobs"}, env_file) == ["other.jobs"]
+
+
+def test_the_package_has_a_version_and_exports_its_errors() -> None:
+    import runequeue
+
+    assert runequeue.__version__[0].isdigit()
+    for name in ("MissingTable", "FailedStoreError", "BadSignature", "DatabaseUnavailable"):
+        assert issubclass(getattr(runequeue, name), runequeue.RuneQueueError)

@@ -1,0 +1,54 @@
+"""The `rune` group: its `-v` flag, and errors turned into one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import click
+
+from runequeue.errors import RuneQueueError
+
+VERBOSE_HELP = "Show tracebacks, and the worker's DEBUG lines (tracebacks of failed attempts)."
+
+
+class RuneGroup(click.Group):
+    """A group whose commands fail with one line, and a traceback only under ``rune -v``."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except RuneQueueError as exc:
+            if is_verbose(ctx):
+                raise
+            raise click.ClickException(one_line(str(exc))) from exc
+        except Exception as exc:
+            if is_verbose(ctx):
+                raise
+            raise click.ClickException(
+                f"{type(exc).__name__}: {one_line(str(exc))} (`rune -v ...` shows the traceback)"
+            ) from exc
+
+
+def is_verbose(ctx: click.Context) -> bool:
+    return bool(ctx.find_root().params.get("verbose"))
+
+
+def one_line(text: str) -> str:
+    """A message on one line: database drivers put DETAIL and HINT on lines of their own."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+@click.group(cls=RuneGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help=VERBOSE_HELP)
+@click.version_option(package_name="runequeue")
+def cli(verbose: bool) -> None:
+    """runequeue: background job queues.
+
+    \b
+    Start with:  rune demo
+    Then:        rune migrate && rune queue:work --import myapp.jobs
+    """
+
+
+def main() -> None:
+    cli(prog_name="rune")

@@ -1,0 +1,69 @@
+"""What the commands share: the configuration, queue lists, job modules and error mapping."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from runequeue.cli.app import one_line
+from runequeue.config import QueueConfig, imports_from_env
+from runequeue.errors import RuneQueueError
+
+console = Console()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_for(connection: str | None = None, **overrides: Any) -> QueueConfig:
+    """The environment's (and ``.env``'s) configuration, with the command's flags over it."""
+    return QueueConfig.from_env(driver=connection, **overrides)
+
+
+def queue_names(text: str | None, config: QueueConfig) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in (text or "").split(",") if name.strip())
+    return names or (config.queue_name,)
+
+
+def import_option(function: F) -> F:
+    return click.option(
+        "--import",
+        "imports",
+        multiple=True,
+        metavar="MODULE",
+        help="Module defining your job classes (repeatable; or RUNE_IMPORTS=a.jobs,b.jobs).",
+    )(function)
+
+
+def database_url_option(function: F) -> F:
+    return click.option(
+        "--database-url", metavar="URL", help="Database of failed_jobs (default: DATABASE_URL)."
+    )(function)
+
+
+def import_job_modules(flagged: tuple[str, ...]) -> list[str]:
+    """Import the modules named by ``--import`` and ``RUNE_IMPORTS``; returns their names.
+
+    The operator names these modules (a flag, the environment or ``.env``); payloads never do.
+    """
+    modules = [*imports_from_env(), *flagged]
+    sys.path.insert(0, str(Path.cwd()))  # `myapp.jobs` from the project directory, as Python does
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            raise click.ClickException(
+                f"cannot import job module {module!r}: {exc}; run rune from your project's "
+                "directory or add it to PYTHONPATH"
+            ) from exc
+        except RuneQueueError as exc:  # DuplicateJobName, say
+            raise click.ClickException(f"job module {module!r}: {one_line(str(exc))}") from exc
+        except Exception as exc:
+            raise click.ClickException(
+                f"job module {module!r} failed to import: {type(exc).__name__}: {exc}"
+            ) from exc
+    return modules

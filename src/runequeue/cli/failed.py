@@ -1,0 +1,223 @@
+"""The failed-job commands: `rune queue:failed`, `queue:retry`, `queue:forget`, `queue:flush` and
+`queue:prune-failed`, over `runequeue.failures.FailedJobs`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import msgspec
+from rich.markup import escape
+from rich.table import Table
+
+from runequeue import payload
+from runequeue.cli.app import cli
+from runequeue.cli.common import (
+    config_for,
+    console,
+    database_url_option,
+    import_job_modules,
+    import_option,
+)
+from runequeue.failed import FailedJob
+from runequeue.failures import FailedJobs
+
+
+def _failed_jobs(database_url: str | None) -> FailedJobs:
+    return FailedJobs(config_for(database_url=database_url))
+
+
+@cli.command("queue:failed")
+@click.argument("job_ref", metavar="[ID]", required=False)
+@click.option("--queue", help="Only this queue.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, for scripts.")
+@database_url_option
+def queue_failed(
+    job_ref: str | None, queue: str | None, as_json: bool, database_url: str | None
+) -> None:
+    """List failed jobs, or show one in full (payload and traceback).
+
+    ID is the number in the first column, or the job's uuid (or its first 8 characters).
+
+    \b
+    Examples:
+      rune queue:failed
+      rune queue:failed 5
+    """
+    with _failed_jobs(database_url) as failed:
+        if job_ref is not None:
+            job = failed.find(job_ref)
+            if job is None:
+                raise click.ClickException(f"no failed job with id {job_ref}")
+            _show(job, as_json=as_json)
+            return
+        jobs = failed.list(queue)
+    if as_json:
+        for job in jobs:
+            click.echo(msgspec.json.encode(_as_dict(job)))
+    elif jobs:
+        console.print(_table(jobs))
+    else:
+        console.print("no failed jobs")
+
+
+@cli.command("queue:retry")
+@click.argument("job_refs", metavar="ID... | all", nargs=-1, required=True)
+@click.option("--queue", help="With `all`: only this queue.")
+@import_option
+@database_url_option
+def queue_retry(
+    job_refs: tuple[str, ...], queue: str | None, imports: tuple[str, ...], database_url: str | None
+) -> None:
+    """Push failed jobs back onto their connection and queue, attempts reset.
+
+    ID is the number in the first column, or the job's uuid (or its first 8 characters).
+    Jobs of the `sync` connection run right here, so name their modules with --import.
+    Exits 1 if any job could not be retried.
+
+    \b
+    Examples:
+      rune queue:retry 5 7
+      rune queue:retry all --queue emails
+    """
+    import_job_modules(imports)
+    wanted = "all" if job_refs == ("all",) else list(job_refs)
+    with _failed_jobs(database_url) as failed:
+        outcomes = failed.retry(wanted, queue=queue)
+    if not outcomes:
+        console.print("no failed jobs to retry")
+    for outcome in outcomes:
+        colour = {"retried": "green", "missing": "yellow", "error": "red"}[outcome.status]
+        console.print(
+            f"[{colour}]{outcome.status}[/{colour}] {outcome.row_id} {outcome.job_id} "
+            f"{escape(outcome.detail)}"
+        )
+    if any(outcome.status != "retried" for outcome in outcomes):
+        sys.exit(1)
+
+
+@cli.command("queue:forget")
+@click.argument("job_ref", metavar="ID")
+@database_url_option
+def queue_forget(job_ref: str, database_url: str | None) -> None:
+    """Delete one failed job.
+
+    ID is the number in the first column, or the job's uuid (or its first 8 characters).
+
+    \b
+    Example:
+      rune queue:forget 5
+    """
+    with _failed_jobs(database_url) as failed:
+        if not failed.forget(job_ref):
+            raise click.ClickException(f"no failed job with id {job_ref}")
+    console.print(f"forgot failed job {job_ref}")
+
+
+@cli.command("queue:flush")
+@click.option("--hours", type=click.FloatRange(min=0), help="Only those older than this.")
+@database_url_option
+def queue_flush(hours: float | None, database_url: str | None) -> None:
+    """Delete all failed jobs.
+
+    \b
+    Example:
+      rune queue:flush --hours 72
+    """
+    with _failed_jobs(database_url) as failed:
+        count = failed.flush(hours=hours)
+    console.print(f"deleted {count} failed job(s)")
+
+
+@cli.command("queue:prune-failed")
+@click.option(
+    "--hours", type=click.FloatRange(min=0), default=24.0, show_default=True, help="Age to keep."
+)
+@database_url_option
+def queue_prune_failed(hours: float, database_url: str | None) -> None:
+    """Delete failed jobs older than --hours.
+
+    \b
+    Example:
+      rune queue:prune-failed --hours 48
+    """
+    with _failed_jobs(database_url) as failed:
+        count = failed.prune(hours=hours)
+    console.print(f"deleted {count} failed job(s) older than {hours:g} hours")
+
+
+def exception_line(job: FailedJob) -> str:
+    """``Type: message`` of the stored exception, without the type's module path."""
+    first = job.summary
+    kind, colon, message = first.partition(": ")
+    if not colon or " " in kind:
+        return first
+    return f"{kind.rpartition('.')[2]}: {message}"
+
+
+def _table(jobs: list[FailedJob]) -> Table:
+    # Narrow enough for 80 columns: the uuid is cut to its first 8 characters (which every
+    # command accepts), and the exception to what fits; `rune queue:failed ID` shows it all.
+    table = Table("id", "uuid", "job", "queue", "failed at (UTC)", "exception", box=None)
+    for column in table.columns[:5]:
+        column.no_wrap = True
+    table.columns[5].no_wrap = True
+    table.columns[5].overflow = "ellipsis"
+    for job in jobs:
+        table.add_row(
+            str(job.id),
+            job.job_id[:8],
+            escape(job.job_name),
+            escape(f"{job.connection}/{job.queue}"),
+            job.failed_at.strftime("%m-%d %H:%M:%S"),
+            escape(exception_line(job)),
+        )
+    return table
+
+
+def _show(job: FailedJob, *, as_json: bool) -> None:
+    if as_json:
+        click.echo(msgspec.json.encode(_as_dict(job)))
+        return
+    fields = [
+        ("id", str(job.id)),
+        ("uuid", job.job_id),
+        ("job", job.job_name),
+        ("connection", job.connection),
+        ("queue", job.queue),
+        ("failed at", job.failed_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
+    ]
+    for name, value in fields:
+        click.echo(f"{name + ':':<12}{value}")
+    click.echo("\npayload:")
+    click.echo(_pretty_payload(job.payload))
+    click.echo("\nexception:")
+    click.echo(job.exception.rstrip())
+
+
+def _pretty_payload(raw: bytes) -> str:
+    """The stored payload as indented JSON; a signed payload's body, with its key named."""
+    note = ""
+    body = raw
+    if raw.startswith(payload.SIGNED_PREFIX):
+        parts = raw.split(b":", 3)
+        if len(parts) == 4:
+            note = f"(signed with key {parts[1].decode(errors='replace')!r})\n"
+            body = parts[3]
+    try:
+        return note + msgspec.json.format(body, indent=2).decode("utf-8", errors="replace")
+    except msgspec.DecodeError:
+        return note + body.decode("utf-8", errors="backslashreplace")
+
+
+def _as_dict(job: FailedJob) -> dict[str, object]:
+    return {
+        "id": job.id,
+        "uuid": job.job_id,
+        "connection": job.connection,
+        "queue": job.queue,
+        "job": job.job_name,
+        "failed_at": job.failed_at.isoformat(),
+        "exception": job.exception,
+        "payload": job.payload.decode("utf-8", errors="replace"),
+    }

@@ -1,0 +1,97 @@
+"""`rune migrate` and `rune demo`."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from runequeue.cli.app import cli
+from runequeue.cli.common import config_for, console
+from runequeue.cli.failed import exception_line
+from runequeue.config import QueueConfig
+from runequeue.database import redacted
+from runequeue.failures import FailedJobs
+from runequeue.logs import flush_logs, setup_worker_logging
+from runequeue.schema import migrate
+
+
+@cli.command("migrate")
+@click.option("--database-url", metavar="URL", help="SQLAlchemy URL [default: DATABASE_URL].")
+def migrate_command(database_url: str | None) -> None:
+    """Create runequeue's tables where missing: `jobs` (the database driver's queue) and
+    `failed_jobs`. Safe to run again.
+
+    \b
+    Example:
+      rune migrate --database-url postgresql://app@db/app
+    """
+    config = config_for(database_url=database_url)
+    created = migrate(config.database_url)
+    where = redacted(config.database_url)
+    if created:
+        console.print(f"created {', '.join(created)} in {where}")
+    else:
+        console.print(f"nothing to do: every table exists in {where}")
+
+
+@cli.command("demo")
+@click.option(
+    "--driver",
+    type=click.Choice(["database", "sync", "redis"]),
+    default="database",
+    show_default=True,
+    help="database: the embedded SQLite queue unless DATABASE_URL names another.",
+)
+def demo_command(driver: str) -> None:
+    """Dispatch a few example jobs (one fails), process them and show what happened.
+
+    \b
+    Example:
+      rune demo --driver redis
+    """
+    # Imported here, not at the top: its job classes must not make a worker without --import
+    # look as if it had the application's.
+    from runequeue import demo
+
+    config = config_for(driver)
+    created = migrate(config.database_url)
+    if created:
+        console.print(
+            f"rune migrate: created {', '.join(created)} in {redacted(config.database_url)}"
+        )
+    table = Table("job", "id", "outcome", title=f"runequeue demo on the {config.driver} driver")
+    work = f"rune queue:work {driver} --import runequeue.demo --queue demo --stop-when-empty"
+    if config.driver == "sync":
+        logging.getLogger("runequeue").setLevel(logging.CRITICAL)  # the table says it all
+        demo.run_sync_demo(config, table.add_row)
+        console.print(table)
+    else:
+        demo.dispatch_examples(config, table.add_row)
+        console.print(table)
+        console.print(f"$ {work}")
+        setup_worker_logging()
+        demo.work_examples(config)
+        flush_logs()  # the worker's lines, before the failed-jobs table below them
+    _show_failed_and_next_steps(config, work)
+
+
+def _show_failed_and_next_steps(config: QueueConfig, work: str) -> None:
+    console.print("$ rune queue:failed  (ChargeCard always declines, so it is there)")
+    with FailedJobs(config) as failed:
+        latest = [job for job in failed.list() if job.job_name == "demo.ChargeCard"][-1:]
+    for job in latest:
+        error = escape(exception_line(job))
+        console.print(f"  {job.id}  {job.job_id[:8]}  {job.job_name}  [red]{error}[/red]")
+        console.print("Try next:")
+        console.print(f"  rune queue:failed {job.id}      # its payload and traceback")
+        if config.driver == "sync":
+            console.print(
+                f"  rune queue:retry {job.id} --import runequeue.demo"
+                "      # runs it again here (and it declines again)"
+            )
+        else:
+            console.print(f"  rune queue:retry {job.id}       # back onto the demo queue")
+            console.print(f"  {work}")

@@ -72,3 +72,11 @@ class DatabaseUnavailable(FailedStoreError):
 
 class MissingTable(FailedStoreError):
     """A runequeue table does not exist; run `rune migrate`."""
+
+
+class MissingDatabase(FailedStoreError):
+    """The database named by DATABASE_URL does not exist; create it or fix DATABASE_URL."""
+
+
+class DatabaseAccessDenied(FailedStoreError):
+    """The database server refused DATABASE_URL's user or password."""

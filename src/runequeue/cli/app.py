@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from typing import NoReturn
+
 import click
 
 from runequeue.errors import RuneQueueError
@@ -51,4 +54,19 @@ def cli(verbose: bool) -> None:
 
 
 def main() -> None:
-    cli(prog_name="rune")
+    """``rune``: click's own error handling, except that every error is one line."""
+    try:
+        code = cli.main(prog_name="rune", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        _fail(f"{one_line(exc.format_message())}{hint}", exc.exit_code)
+    except click.ClickException as exc:
+        _fail(one_line(exc.format_message()), exc.exit_code)
+    except click.Abort:
+        _fail("aborted", 1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)

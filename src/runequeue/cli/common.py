@@ -13,7 +13,7 @@ from rich.console import Console
 
 from runequeue.cli.app import one_line
 from runequeue.config import QueueConfig, imports_from_env
-from runequeue.errors import RuneQueueError
+from runequeue.errors import ConfigError, RuneQueueError
 
 console = Console()
 F = TypeVar("F", bound=Callable[..., Any])
@@ -56,14 +56,14 @@ def import_job_modules(flagged: tuple[str, ...]) -> list[str]:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            raise click.ClickException(
+            raise ConfigError(
                 f"cannot import job module {module!r}: {exc}; run rune from your project's "
                 "directory or add it to PYTHONPATH"
             ) from exc
         except RuneQueueError as exc:  # DuplicateJobName, say
-            raise click.ClickException(f"job module {module!r}: {one_line(str(exc))}") from exc
+            raise ConfigError(f"job module {module!r}: {one_line(str(exc))}") from exc
         except Exception as exc:
-            raise click.ClickException(
+            raise ConfigError(
                 f"job module {module!r} failed to import: {type(exc).__name__}: {exc}"
             ) from exc
     return modules

@@ -158,20 +158,29 @@ def exception_line(job: FailedJob) -> str:
 def _table(jobs: list[FailedJob]) -> Table:
     # Narrow enough for 80 columns: the uuid is cut to its first 8 characters (which every
     # command accepts), and the exception to what fits; `rune queue:failed ID` shows it all.
-    table = Table("id", "uuid", "job", "queue", "failed at (UTC)", "exception", box=None)
-    for column in table.columns[:5]:
-        column.no_wrap = True
-    table.columns[5].no_wrap = True
-    table.columns[5].overflow = "ellipsis"
-    for job in jobs:
-        table.add_row(
+    rows = [
+        (
             str(job.id),
             job.job_id[:8],
-            escape(job.job_name),
-            escape(f"{job.connection}/{job.queue}"),
+            job.job_name,
+            f"{job.connection}/{job.queue}",
             job.failed_at.strftime("%m-%d %H:%M:%S"),
-            escape(exception_line(job)),
+            exception_line(job),
         )
+        for job in jobs
+    ]
+    headers = ("id", "uuid", "job", "queue", "failed (UTC)")
+    table = Table(box=None, pad_edge=False)
+    used = 0
+    for position, header in enumerate(headers):  # whole, so they can be copied
+        width = max(len(header), *(len(row[position]) for row in rows))
+        table.add_column(header, no_wrap=True, min_width=width)
+        used += width + 2  # and the padding between columns
+    # The exception gives way: it gets what is left of the terminal, and no less than 20.
+    room = max(console.width - used, 20)
+    table.add_column("exception", no_wrap=True, overflow="ellipsis", max_width=room)
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
     return table
 
 

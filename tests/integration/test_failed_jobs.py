@@ -194,7 +194,7 @@ def test_record_is_idempotent_by_job_id(database_url: str) -> None:
     store.close()
 
 
-def run_cli(args: list[str], config: QueueConfig) -> str:
+def run_cli(args: list[str], config: QueueConfig, *, exit_code: int = 0) -> str:
     env = {
         "QUEUE_DRIVER": config.driver,
         "REDIS_URL": config.redis_url,
@@ -203,7 +203,7 @@ def run_cli(args: list[str], config: QueueConfig) -> str:
         "COLUMNS": "200",
     }
     result = CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     return result.output
 
 
@@ -218,12 +218,12 @@ def test_commands(cfg: QueueConfig, tmp_path: Path) -> None:
     assert [row["job"] for row in rows] == ["tests.AlwaysFails"] * 2
     table = run_cli(["queue:failed"], cfg)
     assert table.count("tests.AlwaysFails") == 2
-    assert table.count("tests.support.jobs.Boom: always fails") == 2
+    assert table.count("Boom: always fails") == 2
 
     first, second = (row["id"] for row in rows)
     assert "retried" in run_cli(["queue:retry", str(first)], cfg)
     assert Queue.size(cfg) == 1
-    assert "missing" in run_cli(["queue:retry", str(first)], cfg)
+    assert "missing" in run_cli(["queue:retry", str(first)], cfg, exit_code=1)
     assert "forgot" in run_cli(["queue:forget", str(second)], cfg)
     assert "deleted 0" in run_cli(["queue:prune-failed", "--hours", "1"], cfg)
     assert "deleted 0" in run_cli(["queue:flush"], cfg)

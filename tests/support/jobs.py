@@ -183,3 +183,24 @@ class SleepThenFail(Job, name="tests.SleepThenFail"):
         note(self.ledger, "start", self)
         await asyncio.sleep(self.seconds)
         raise Boom("failed after a while")
+
+
+@dataclasses.dataclass
+class SlowFirstAttemptFails(Job, name="tests.SlowFirstAttemptFails"):
+    """Runs ``seconds`` and fails its first attempt (noting "failing" just before); then succeeds.
+
+    While it runs, a polling worker's idle interval grows: its retry shows whether the worker's
+    own release makes it look again at once.
+    """
+
+    ledger: str
+    seconds: float
+    tries = 3
+
+    async def handle(self) -> None:
+        note(self.ledger, "start", self)
+        if self.attempt == 1:
+            await asyncio.sleep(self.seconds)
+            note(self.ledger, "failing", self)
+            raise RuntimeError("the first attempt fails after a while")
+        note(self.ledger, "done", self)

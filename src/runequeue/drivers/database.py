@@ -7,8 +7,10 @@ exclusive. Leases, attempts counted at reserve, lease tokens and the failed outb
 Redis driver, so both pass the same conformance suite.
 
 SQLAlchemy is blocking: `DatabaseQueue` does the work, and `DatabaseDriver` runs it in threads for
-the worker. PostgreSQL wakes idle workers with LISTEN/NOTIFY; other databases are polled, more
-slowly the longer they stay empty.
+the worker. On PostgreSQL, whatever makes a job runnable (a push, a release for retry, a lease
+recovered) sends a NOTIFY in its own transaction, which wakes idle workers. Other databases are
+polled, more slowly the longer they stay empty; a worker that itself made a job runnable (its
+release, its recovery) looks again at once.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ import sqlalchemy as sa
 from runequeue.database import create_engine, mapped_errors
 from runequeue.drivers import sql
 from runequeue.drivers.base import Batch, Buried, Driver, LeaseKeeper, Outgoing, Producer, Reserved
-from runequeue.errors import DispatchError, DriverError, DriverUnavailable
+from runequeue.errors import (
+    DatabaseAccessDenied,
+    DispatchError,
+    DriverError,
+    DriverUnavailable,
+    MissingDatabase,
+    MissingTable,
+)
 from runequeue.payload import DEFAULT_MAX_BYTES
 
 NOTIFY_CHANNEL = "runequeue_jobs"
@@ -40,22 +49,37 @@ class DatabaseQueue:
         self.url = url
         self.max_payload_bytes = max_payload_bytes
         with self._errors():
-            self.engine = create_engine(url)
+            self.engine = create_engine(url, create=False)  # `rune migrate` creates it
         self.dialect = self.engine.dialect.name
         self._recovered_at: dict[str, float] = {}
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
-        with mapped_errors(self.url, unavailable=DriverUnavailable, failed=DriverError):
-            yield
+        """Database errors as driver errors: dispatch and the worker handle `DriverError`.
+
+        A database set up wrong (no ``jobs`` table, no database, a refused user) is one too, with
+        the same one-line advice, so ``except DispatchError`` catches it and a worker backs off
+        and says why instead of crashing.
+        """
+        try:
+            with mapped_errors(self.url, unavailable=DriverUnavailable, failed=DriverError):
+                yield
+        except (MissingTable, MissingDatabase, DatabaseAccessDenied) as exc:
+            raise DriverError(str(exc)) from exc
+
+    def _notify(self, conn: sa.Connection) -> None:
+        """Wake idle PostgreSQL workers when ``conn``'s transaction commits (jobs visible by then).
+
+        Every path that makes a job runnable calls this; other databases are polled.
+        """
+        if self.dialect == "postgresql":
+            conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "")))
 
     def push(self, items: Sequence[Outgoing]) -> None:
         try:
             with self._errors(), self.engine.begin() as conn:
                 conn.execute(sql.insert_jobs(self.dialect), sql.job_rows(items))
-                if self.dialect == "postgresql":
-                    # Delivered when this transaction commits: the jobs are visible by then.
-                    conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "")))
+                self._notify(conn)
         except DriverError as exc:
             raise DispatchError(f"could not dispatch: {exc}") from exc
 
@@ -86,11 +110,16 @@ class DatabaseQueue:
         ]
         return Batch(jobs)
 
-    def recover(self, queue: str, *, default_tries: int) -> None:
+    def recover(self, queue: str, *, default_tries: int) -> bool:
+        """Fail or put back expired leases of ``queue``; ``True`` if a job was put back."""
         self._recovered_at[queue] = time.monotonic()
         with self._errors(), self.engine.begin() as conn:
-            for statement in sql.expire_leases(self.dialect, queue, default_tries):
-                conn.execute(statement)
+            dead_lettered, put_back = sql.expire_leases(self.dialect, queue, default_tries)
+            conn.execute(dead_lettered)
+            recovered = conn.execute(put_back).rowcount > 0
+            if recovered:
+                self._notify(conn)
+        return recovered
 
     def _each(self, statements: Sequence[sa.Executable]) -> list[bool]:
         """Run each statement in one transaction; ``True`` where it changed its one row."""
@@ -109,7 +138,12 @@ class DatabaseQueue:
     def release(self, item: Reserved, *, delay_s: float, refund: bool) -> bool:
         delay_ms = int(delay_s * 1000)
         statement = sql.release(self.dialect, item.job_id, item.token, delay_ms, refund)
-        return self._each([statement])[0]
+        with self._errors(), self.engine.begin() as conn:
+            released = conn.execute(statement).rowcount == 1
+            if released:
+                # Delayed too: idle workers wake, reserve nothing, and learn when it is due.
+                self._notify(conn)
+        return released
 
     def bury(self, item: Reserved, error: str) -> bool:
         return self._each([sql.bury(self.dialect, item.job_id, item.token, error)])[0]
@@ -141,12 +175,18 @@ class DatabaseDriver:
         self.url = url
         self.queue = DatabaseQueue(url, max_payload_bytes=max_payload_bytes)
         self._poll_s = FIRST_POLL_S
+        self._look_again = asyncio.Event()  # set when this worker made a job runnable
         self._listener: Any = None  # a psycopg 3 connection in LISTEN, on PostgreSQL
+        self._closed = False
 
     async def push(self, items: Sequence[Outgoing]) -> None:
         await asyncio.to_thread(self.queue.push, items)
 
     async def reserve(self, queue: str, count: int, *, lease_s: float, default_tries: int) -> Batch:
+        if self._listener is None and self._can_listen():
+            # Listen before looking: a job made runnable after this reserve found none must
+            # wake the wait that follows, and a NOTIFY sent before the LISTEN is lost.
+            await asyncio.to_thread(self._listen)
         batch = await asyncio.to_thread(
             self.queue.reserve, queue, count, lease_s=lease_s, default_tries=default_tries
         )
@@ -155,14 +195,28 @@ class DatabaseDriver:
         return batch
 
     async def recover(self, queue: str, *, default_tries: int) -> None:
-        await asyncio.to_thread(self.queue.recover, queue, default_tries=default_tries)
+        if await asyncio.to_thread(self.queue.recover, queue, default_tries=default_tries):
+            self._runnable_here()
+
+    def _runnable_here(self) -> None:
+        """This worker made a job runnable: a polling wait ends now and polls quickly again.
+
+        Other processes learn of it by polling (PostgreSQL's NOTIFY reaches them at once).
+        """
+        self._poll_s = FIRST_POLL_S
+        self._look_again.set()
 
     async def wait(self, queues: Sequence[str], timeout_s: float) -> None:
         if self._can_listen():
             await asyncio.to_thread(self._wait_for_notify, timeout_s)
             return
         # Polled: soon after work was seen, then less and less often while the queue stays empty.
-        await asyncio.sleep(min(timeout_s, self._poll_s))
+        # Worst case, a job another process makes runnable waits the longest interval: timeout_s.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._look_again.wait(), min(timeout_s, self._poll_s))
+        if self._look_again.is_set():
+            self._look_again.clear()
+            return
         self._poll_s = min(self._poll_s * 2, max(timeout_s, FIRST_POLL_S))
 
     async def wait_and_reserve(
@@ -175,7 +229,7 @@ class DatabaseDriver:
         engine = self.queue.engine
         return engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
 
-    def _wait_for_notify(self, timeout_s: float) -> None:
+    def _listen(self) -> None:
         try:
             if self._listener is None:
                 # A connection of its own, outside the pool: a LISTEN must outlive checkouts.
@@ -183,9 +237,20 @@ class DatabaseDriver:
                 args, kwargs = dialect.create_connect_args(self.queue.engine.url)
                 self._listener = dialect.loaded_dbapi.connect(*args, **kwargs, autocommit=True)
                 self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
-            for _ in self._listener.notifies(timeout=timeout_s, stop_after=1):
-                pass
         except Exception as exc:  # psycopg's errors: this module must not import psycopg
+            self._drop_listener()
+            raise DriverUnavailable(f"could not wait for jobs: {exc}") from exc
+
+    def _wait_for_notify(self, timeout_s: float) -> None:
+        self._listen()
+        deadline = time.monotonic() + timeout_s
+        try:
+            # In short slices, so that a closed driver's thread ends soon instead of blocking
+            # the worker's exit for up to --sleep seconds.
+            while not self._closed and (remaining := deadline - time.monotonic()) > 0:
+                if list(self._listener.notifies(timeout=min(remaining, 0.5), stop_after=1)):
+                    return
+        except Exception as exc:
             self._drop_listener()
             raise DriverUnavailable(f"could not wait for jobs: {exc}") from exc
 
@@ -199,7 +264,10 @@ class DatabaseDriver:
         return await asyncio.to_thread(self.queue.ack, items)
 
     async def release(self, item: Reserved, *, delay_s: float, refund: bool) -> bool:
-        return await asyncio.to_thread(self.queue.release, item, delay_s=delay_s, refund=refund)
+        released = await asyncio.to_thread(self.queue.release, item, delay_s=delay_s, refund=refund)
+        if released:
+            self._runnable_here()
+        return released
 
     async def bury(self, item: Reserved, error: str) -> bool:
         return await asyncio.to_thread(self.queue.bury, item, error)
@@ -223,6 +291,7 @@ class DatabaseDriver:
         return DatabaseQueue(self.url)  # an engine, and so connections, of its own
 
     async def close(self) -> None:
+        self._closed = True
         self._drop_listener()
         self.queue.close()
 

@@ -131,18 +131,23 @@ def next_due(dialect: str, queue: str) -> sa.Select[Any]:
     return sa.select(earliest).where(jobs.c.queue == queue, jobs.c.state == READY)
 
 
-def expire_leases(dialect: str, queue: str, default_tries: int) -> list[sa.Executable]:
-    """Expired leases: dead-letter those with no tries left, put the others back (in that order)."""
+def expire_leases(
+    dialect: str, queue: str, default_tries: int
+) -> tuple[sa.Executable, sa.Executable]:
+    """Expired leases: dead-letter those with no tries left, then put the others back.
+
+    Run in that order: the second statement's row count is the number of jobs made runnable.
+    """
     now = now_ms(dialect)
     expired = sa.and_(jobs.c.queue == queue, jobs.c.state == LEASED, jobs.c.lease_expires_at < now)
     exhausted = jobs.c.attempts >= sa.func.coalesce(jobs.c.max_tries, default_tries)
-    return [
+    return (
         sa.update(jobs)
         .where(expired, exhausted)
         .values(state=DEAD, lease_token=None, failed_at=now, error=LEASE_EXPIRED),
         # available_at is left as it was, so the job goes back to the front of the queue.
         sa.update(jobs).where(expired).values(state=READY, lease_token=None, lease_expires_at=None),
-    ]
+    )
 
 
 def held(job_id: str, token: str) -> sa.ColumnElement[bool]:

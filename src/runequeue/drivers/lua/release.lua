@@ -22,8 +22,10 @@ else
   else
     redis.call('RPUSH', KEYS[1], ARGV[1])
   end
-  if redis.call('LLEN', KEYS[6]) < 64 then
-    redis.call('RPUSH', KEYS[6], 1)
-  end
+end
+-- Wake an idle worker: to run the job now, or (delayed) to learn when it is due, since the
+-- workers' idle waits were bounded before this job was delayed.
+if redis.call('LLEN', KEYS[6]) < 64 then
+  redis.call('RPUSH', KEYS[6], 1)
 end
 return 1

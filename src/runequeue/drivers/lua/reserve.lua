@@ -20,6 +20,7 @@ end
 -- A lease that expired belongs to a worker that vanished. Its attempt was counted at reserve
 -- (invariant 3), so a job that kills every worker running it ends in the outbox after max tries.
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)
+local moved = #due -- jobs this call made ready
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[3], id)
   redis.call('HDEL', KEYS[7], id)
@@ -32,6 +33,7 @@ for _, id in ipairs(expired) do
       ' stopped renewing its lease (killed or stalled), and the job has no tries left')
   else
     redis.call('LPUSH', KEYS[1], id) -- to the front: it had already waited its turn
+    moved = moved + 1
   end
 end
 
@@ -81,8 +83,16 @@ if ids then
   end
 end
 
-if redis.call('LLEN', KEYS[1]) == 0 then
+local ready = redis.call('LLEN', KEYS[1])
+if ready == 0 then
   redis.call('DEL', KEYS[10]) -- nothing ready: stale wake-ups would only cause empty reserves
+elseif moved > 0 then
+  -- Jobs made ready here (due, or recovered from a dead worker) that this call did not take,
+  -- say in a sweep: wake idle workers for them, as a push would.
+  local tokens = math.min(moved, ready, 64 - redis.call('LLEN', KEYS[10]))
+  for _ = 1, tokens do
+    redis.call('RPUSH', KEYS[10], 1)
+  end
 end
 local nextdue = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 if #nextdue > 0 then

@@ -3,6 +3,9 @@
 Workers record a failure and only then delete the job from the queue backend (invariant 5), so the
 same failure may be recorded twice after a crash between the two: recording is an upsert on the job
 id (``uuid``), and a job that fails again after a retry comes back with a fresh ``failed_at``.
+
+A retry holds its row locked (`FailedJobStore.claim`) while it puts the job back, and deletes the
+row in the same transaction, so two retries of one row push it once.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import re
 from collections.abc import Iterator, Sequence
 
 import sqlalchemy as sa
@@ -17,7 +21,13 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from runequeue import payload
 from runequeue.database import create_engine, mapped_errors
-from runequeue.schema import failed_jobs
+from runequeue.drivers import sql
+from runequeue.drivers.base import Outgoing
+from runequeue.drivers.database import NOTIFY_CHANNEL
+from runequeue.schema import failed_jobs, jobs
+
+SHORT_ID_LENGTH = 8  # what `rune queue:failed` shows of a uuid, and the shortest prefix accepted
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 def utcnow() -> dt.datetime:
@@ -44,6 +54,23 @@ class FailedJob:
     def summary(self) -> str:
         """The first line of the exception."""
         return self.exception.splitlines()[0] if self.exception else ""
+
+    @property
+    def short_id(self) -> str:
+        """The first 8 characters of the job id: enough to name it (commands accept a prefix)."""
+        return self.job_id[:SHORT_ID_LENGTH]
+
+    @property
+    def exception_line(self) -> str:
+        """``Type: message`` of the exception, without the type's module: one line for a table.
+
+        The stored text starts ``module.Type: message``; text of another shape is shown as it is.
+        """
+        kind, colon, message = self.summary.partition(": ")
+        if not colon or " " in kind:
+            return self.summary
+        short_kind = kind.rpartition(".")[2]
+        return f"{short_kind}: {message}" if message else short_kind
 
 
 class FailedJobStore:
@@ -86,19 +113,35 @@ class FailedJobStore:
         with mapped_errors(self.url), self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
 
-    @contextlib.contextmanager
-    def claim(self, row_id: int) -> Iterator[FailedJob | None]:
-        """Hold row ``row_id`` locked for the ``with`` block and delete it if the block succeeds.
+    def row_ids_of(self, job_ref: str, limit: int = 5) -> list[int]:
+        """Rows whose uuid is ``job_ref``, or else starts with it (a hex prefix of 8 or more).
 
-        Two concurrent retries of one row cannot both push it: the second waits for the lock and
-        then finds no row (``None``). If the block raises, the row stays.
+        Up to ``limit`` ids, so a caller can name the rows an ambiguous prefix matches.
+        """
+        exact = sa.select(failed_jobs.c.id).where(failed_jobs.c.uuid == job_ref)
+        prefix = job_ref.replace("-", "").lower()  # a uuid pasted in its dashed form
+        with mapped_errors(self.url), self.engine.connect() as conn:
+            found = list(conn.execute(exact).scalars())
+            if found or len(prefix) < SHORT_ID_LENGTH or not _HEX.fullmatch(prefix):
+                return found
+            # Hex digits only, so the pattern holds no LIKE wildcards.
+            starts = failed_jobs.c.uuid.like(f"{prefix}%")
+            query = sa.select(failed_jobs.c.id).where(starts).order_by(failed_jobs.c.id)
+            return list(conn.execute(query.limit(limit)).scalars())
+
+    @contextlib.contextmanager
+    def claim(self, row_id: int) -> Iterator[Claimed | None]:
+        """Hold row ``row_id`` locked for the ``with`` block, in one transaction.
+
+        The block decides what becomes of the row (`Claimed.delete`, `Claimed.move_to_jobs`,
+        `Claimed.record_again`; nothing: it stays). Two concurrent claims of one row cannot both
+        push it: the second waits for the lock and then finds no row (``None``). If the block
+        raises, the transaction is rolled back and the row stays as it was.
         """
         query = sa.select(failed_jobs).where(failed_jobs.c.id == row_id).with_for_update()
         with mapped_errors(self.url), self.engine.begin() as conn:
             row = conn.execute(query).first()
-            yield None if row is None else _from_row(row)
-            if row is not None:
-                conn.execute(sa.delete(failed_jobs).where(failed_jobs.c.id == row_id))
+            yield None if row is None else Claimed(_from_row(row), conn)
 
     def forget(self, row_id: int) -> bool:
         """Delete one failed job; ``False`` if there was none with that id."""
@@ -116,6 +159,47 @@ class FailedJobStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+class Claimed:
+    """A failed job whose row `FailedJobStore.claim` holds locked, in the claim's transaction."""
+
+    def __init__(self, job: FailedJob, conn: sa.Connection) -> None:
+        self.job = job
+        self._conn = conn
+
+    def delete(self) -> None:
+        """Delete the row when the claim commits (the job was pushed elsewhere)."""
+        self._conn.execute(sa.delete(failed_jobs).where(failed_jobs.c.id == self.job.id))
+
+    def move_to_jobs(self, item: Outgoing) -> bool:
+        """Insert ``item`` into the ``jobs`` table of this same database and delete the row: both
+        commit, or neither. ``False`` (nothing changed) if the job id is still in ``jobs``.
+
+        One transaction on one connection: on SQLite a second connection would wait for this
+        one's write lock ("database is locked"), and a crash between two transactions could
+        lose the job or queue it twice.
+        """
+        dialect = self._conn.dialect.name
+        queued = sa.select(jobs.c.id).where(jobs.c.uuid == item.job_id)
+        if self._conn.execute(queued).first() is not None:
+            return False  # a worker has not finished with it yet: its row is there, and stays
+        # Checked, not counted: PostgreSQL's INSERT here returns its ids, so no rowcount. Only a
+        # retry of this row (which waits for our lock) would insert this uuid meanwhile.
+        self._conn.execute(sql.insert_jobs(dialect), sql.job_rows([item]))
+        if dialect == "postgresql":
+            # Delivered when the claim commits, so idle workers wake to a visible job.
+            self._conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "")))
+        self.delete()
+        return True
+
+    def record_again(self, exception: str) -> None:
+        """The job failed again: keep the row, with the new exception and a fresh ``failed_at``."""
+        self._conn.execute(
+            sa.update(failed_jobs)
+            .where(failed_jobs.c.id == self.job.id)
+            .values(exception=exception, failed_at=_naive_utc(utcnow()))
+        )
 
 
 def _upsert(dialect: str, values: dict[str, object]) -> sa.Executable:

@@ -17,7 +17,7 @@ from typing import Literal
 
 from runequeue import payload
 from runequeue.deadlines import Deadlines
-from runequeue.errors import FailedStoreError, JobTimeout, PayloadError
+from runequeue.errors import JobTimeout, PayloadError, RuneQueueError
 from runequeue.failed import FailedJob, FailedJobStore
 from runequeue.job import Backoff, Job, is_async_handler
 from runequeue.payload import Codec
@@ -175,8 +175,9 @@ async def run_now(
     """Run a job once, here and now (the sync driver).
 
     On failure its hook is called and the failure recorded, then its error is raised. If the
-    failure cannot be recorded (no ``failed_jobs`` table, database down), `FailedStoreError`
-    is raised instead, with the job's error as its cause.
+    failure cannot be recorded (no ``failed_jobs`` table, database down), that is logged as a
+    warning and the job's own error is still what the caller gets: code (and tests) that expect
+    ``RuntimeError`` from a job must not get a storage error instead.
     """
     defaults = JobDefaults(tries=1, timeout_s=None)
     attempt = await run_attempt(raw, 1, defaults, codec=codec, only_try=True)
@@ -186,9 +187,13 @@ async def run_now(
     failure = FailedJob(attempt.job_id, connection, queue, raw, attempt.error_text())
     try:
         await asyncio.to_thread(store.record, failure)
-    except FailedStoreError as exc:
-        raise FailedStoreError(
-            f"job {attempt.job_name} ({attempt.job_id}) failed with "
-            f"{type(attempt.error).__name__}: {attempt.error}, and could not be recorded: {exc}"
-        ) from attempt.error
+    except RuneQueueError as exc:  # FailedStoreError, or a ConfigError (no database driver)
+        problem = " ".join(str(exc).split())  # one line, whatever the database said
+        log.warning(
+            "job %s (%s) failed with %s and could not be recorded in failed_jobs: %s",
+            attempt.job_name,
+            attempt.job_id,
+            type(attempt.error).__name__,
+            problem,
+        )
     raise attempt.error

@@ -1,6 +1,8 @@
-"""The SQL tables runequeue owns, created by `rune migrate`."""
+"""The SQL tables runequeue owns, created (and upgraded) by `rune migrate`."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -12,6 +14,9 @@ metadata = sa.MetaData()
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY; MySQL's TEXT stops at 64 KiB, and a payload
 # may be up to max_payload_bytes (1 MiB by default), so it gets LONGTEXT there.
+# Ids are never reused: a stale id given to `rune queue:retry` or `queue:forget` must not hit
+# another job. PostgreSQL sequences and InnoDB's counter (persisted since MySQL 8 and MariaDB
+# 10.2.4) never go back; SQLite reuses the highest deleted id unless the table says AUTOINCREMENT.
 _Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
@@ -44,6 +49,7 @@ jobs = sa.Table(
     # reads (LEASED, lease_expires_at < now).
     sa.Index("jobs_ready", "queue", "state", "available_at", "id"),
     sa.Index("jobs_leases", "state", "lease_expires_at"),
+    sqlite_autoincrement=True,
 )
 
 failed_jobs = sa.Table(
@@ -56,20 +62,85 @@ failed_jobs = sa.Table(
     sa.Column("payload", _LongText, nullable=False),
     sa.Column("exception", _LongText, nullable=False),
     sa.Column("failed_at", sa.DateTime(), nullable=False, index=True),  # UTC
+    sqlite_autoincrement=True,
 )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Migration:
+    """What `run_migrations` did: tables created, and old SQLite tables rebuilt."""
+
+    created: list[str]
+    upgraded: list[str]
+
+    def describe(self, where: str) -> str:
+        """One line for ``rune migrate``, naming the database as ``where``."""
+        done = []
+        if self.created:
+            done.append(f"created {', '.join(self.created)}")
+        if self.upgraded:
+            done.append(
+                f"upgraded {', '.join(self.upgraded)} (ids are never reused now; rows and ids kept)"
+            )
+        if not done:
+            return f"nothing to do: every table exists in {where}"
+        return f"{'; '.join(done)} in {where}"
+
+
 def migrate(url: str) -> list[str]:
-    """Create runequeue's tables in ``url`` where missing (idempotent); returns those created."""
+    """Create runequeue's tables in ``url`` where missing (idempotent); returns those created.
+
+    Old SQLite tables are upgraded too; `run_migrations` also says which.
+    """
+    return run_migrations(url).created
+
+
+def run_migrations(url: str) -> Migration:
+    """Create runequeue's tables in ``url`` where missing and upgrade old ones, in one transaction.
+
+    Idempotent. The upgrade: SQLite tables made before ids became AUTOINCREMENT are rebuilt.
+    """
     with mapped_errors(url):
-        engine = create_engine(url)
+        engine = create_engine(url, create=True)  # the one command that may create an SQLite file
         try:
             with engine.begin() as conn:
                 existing = set(sa.inspect(conn).get_table_names())
+                upgraded = [
+                    table.name for table in metadata.sorted_tables if _rebuild_if_old(conn, table)
+                ]
                 metadata.create_all(conn, checkfirst=True)
         finally:
             engine.dispose()
-    return [table.name for table in metadata.sorted_tables if table.name not in existing]
+    created = [table.name for table in metadata.sorted_tables if table.name not in existing]
+    return Migration(created, upgraded)
+
+
+def _rebuild_if_old(conn: sa.Connection, table: sa.Table) -> bool:
+    """Rebuild an SQLite ``table`` created without AUTOINCREMENT, keeping its rows and ids.
+
+    SQLite cannot ALTER a table into AUTOINCREMENT: the old table is renamed, its indexes dropped
+    (their names are the new table's), the new one created and filled, and the old one dropped.
+    The caller's transaction makes it all or nothing.
+    """
+    if conn.dialect.name != "sqlite":
+        return False
+    ddl = conn.execute(
+        sa.text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :name"),
+        {"name": table.name},
+    ).scalar()
+    if ddl is None or "AUTOINCREMENT" in str(ddl).upper():
+        return False
+    old = f"_runequeue_old_{table.name}"
+    conn.exec_driver_sql(f'ALTER TABLE "{table.name}" RENAME TO "{old}"')
+    for index in conn.exec_driver_sql(f'PRAGMA index_list("{old}")').all():
+        if index.origin == "c":  # made by CREATE INDEX; the UNIQUE ones go with the table
+            conn.exec_driver_sql(f'DROP INDEX "{index.name}"')
+    old_columns = {row.name for row in conn.exec_driver_sql(f'PRAGMA table_info("{old}")')}
+    table.create(conn)
+    shared = ", ".join(f'"{c.name}"' for c in table.columns if c.name in old_columns)
+    conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({shared}) SELECT {shared} FROM "{old}"')
+    conn.exec_driver_sql(f'DROP TABLE "{old}"')
+    return True
 
 
 def check_tables(url: str, names: list[str]) -> None:
@@ -82,8 +153,12 @@ def check_tables(url: str, names: list[str]) -> None:
         finally:
             engine.dispose()
     missing = [name for name in names if name not in existing]
+    if len(missing) == 1:
+        raise MissingTable(
+            f"table {missing[0]} does not exist in {redacted(url)}; run `rune migrate` to create it"
+        )
     if missing:
         raise MissingTable(
-            f"table {', '.join(missing)} does not exist in {redacted(url)}; "
-            "run `rune migrate` to create it"
+            f"tables {', '.join(missing[:-1])} and {missing[-1]} do not exist in {redacted(url)}; "
+            "run `rune migrate` to create them"
         )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from runequeue import Job, Queue, QueueConfig
-from runequeue.errors import FailedStoreError, JobTimeout
+from runequeue.errors import JobTimeout
 from runequeue.failed import FailedJobStore
 from tests.support.jobs import AlwaysFails, Boom, Record, RecordInThread, Sleepy, read_ledger
 
@@ -45,13 +45,6 @@ def test_failure_calls_the_hook_once_and_reaches_the_caller(
         "tests.AlwaysFails",
     )
     assert failure.exception.startswith("tests.support.jobs.Boom: always fails")
-
-
-def test_failure_without_a_failed_jobs_table_says_to_migrate(tmp_path: Path) -> None:
-    config = QueueConfig(driver="sync", database_url=f"sqlite:///{tmp_path / 'empty.db'}")
-    with pytest.raises(FailedStoreError, match="run `rune migrate`") as caught:
-        Queue.dispatch(config, AlwaysFails(ledger=str(tmp_path / "ledger")))
-    assert isinstance(caught.value.__cause__, Boom)
 
 
 def test_dispatch_from_inside_a_running_event_loop(sync: QueueConfig, tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ def normalized_url(url: str) -> URL:
     )
 
 
-def create_engine(url: str, *, create: bool = True) -> sa.Engine:
+def create_engine(url: str, *, create: bool = False) -> sa.Engine:
     """An engine for ``url`` (see the module docstring for what it adds).
 
     ``create`` lets SQLite create the database file when it does not exist. Only ``rune

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Awaitable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_origin
 
 from runequeue.errors import DuplicateJobName, UnknownJob
 
@@ -91,9 +91,43 @@ def job_class(name: str) -> type[Job]:
         cls = _registry[name]
     except KeyError:
         raise UnknownJob(f"no job class is registered as {name!r}") from None
-    if not dataclasses.is_dataclass(cls):
-        raise UnknownJob(f"job class {_origin(cls)} is not a @dataclass")
+    problem = dataclass_problem(cls)
+    if problem is not None:
+        raise UnknownJob(f"job {name!r}: {problem}")
     return cls
+
+
+def dataclass_problem(cls: type) -> str | None:
+    """Why ``cls`` cannot carry a job's data, or ``None`` when it can.
+
+    A job's data are its dataclass fields, so the class must be a dataclass of its own: a subclass
+    of a decorated job that declares fields without ``@dataclass`` inherits ``__dataclass_fields__``
+    (``dataclasses.is_dataclass`` says yes) yet its new fields would never be stored.
+    """
+    if "__dataclass_fields__" in cls.__dict__:
+        return None
+    if dataclasses.is_dataclass(cls):
+        lost = _undeclared_fields(cls)
+        if not lost:
+            return None  # a subclass that only changes options or handle() needs no decorator
+        verb = "is" if len(lost) == 1 else "are"
+        return (
+            f"{cls.__name__} is not a dataclass: decorate it with @dataclass "
+            f"(without it, {', '.join(lost)} {verb} not stored)"
+        )
+    return f"{cls.__name__} is not a dataclass: decorate it with @dataclass"
+
+
+def _undeclared_fields(cls: type) -> list[str]:
+    """Names the class annotates itself that are not ClassVars, so are meant as fields."""
+    own = inspect.get_annotations(cls)  # the class's own, not its bases'
+    return [name for name, hint in own.items() if not _is_class_var(hint)]
+
+
+def _is_class_var(hint: Any) -> bool:
+    if isinstance(hint, str):  # under `from __future__ import annotations`
+        return hint.startswith(("ClassVar", "typing.ClassVar"))
+    return hint is ClassVar or get_origin(hint) is ClassVar
 
 
 def is_async_handler(job: Job) -> bool:

@@ -3,7 +3,8 @@
 An envelope is JSON (never pickle). Its ``job`` names a registered class and its ``data`` holds that
 class's fields, decoded straight into the dataclass by msgspec so every field is checked against its
 type hint: ``user_id: int`` arriving as ``"abc"`` is an ``InvalidPayload``, not a crash in
-``handle``.
+``handle``. Dispatch makes that same decode first (`runequeue.roundtrip`), so a job whose data would
+not come back unchanged is refused before anything is stored.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from runequeue import roundtrip
 from runequeue.errors import BadSignature, InvalidPayload, PayloadTooLarge
 from runequeue.job import Backoff, Job, job_class
 
@@ -64,11 +66,13 @@ def envelope_for(
     timeout: float | None = None,
     backoff: Backoff | None = None,
 ) -> Envelope:
-    """Build the envelope for ``job``; explicit arguments win over the class's options."""
-    try:
-        data = _encoder.encode(job)
-    except (TypeError, msgspec.EncodeError) as exc:
-        raise InvalidPayload(f"{type(job).__name__} cannot be stored as JSON: {exc}") from exc
+    """Build the envelope for ``job``; explicit arguments win over the class's options.
+
+    Raises:
+        InvalidPayload: the job's class is not a dataclass, or its data would not come back from
+            JSON as they are (a wrong type, a ``date`` in a ``dict[str, Any]``...): see `roundtrip`.
+    """
+    data = roundtrip.data_of(job)
     return Envelope(
         id=new_job_id(),
         job=type(job).job_name,
@@ -116,11 +120,14 @@ def build_job(envelope: Envelope, *, attempt: int) -> Job:
     """
     cls = job_class(envelope.job)
     try:
-        job: Job = msgspec.json.decode(envelope.data, type=cls)
+        job: Job = roundtrip.decoder_for(cls).decode(envelope.data)
     except msgspec.DecodeError as exc:
         raise InvalidPayload(f"invalid data for job {envelope.job}: {exc}") from exc
     except RecursionError:
         raise InvalidPayload(f"invalid data for job {envelope.job}: nested too deeply") from None
+    except Exception as exc:  # a __post_init__ of the user's: never the worker's crash
+        detail = roundtrip.post_init_failure(exc)
+        raise InvalidPayload(f"invalid data for job {envelope.job}: {detail}") from exc
     job.job_id = envelope.id
     job.attempt = attempt
     return job

@@ -26,7 +26,24 @@ class Fail:
     reason: str
 
 
-Decision = Ack | Release | Fail
+@dataclasses.dataclass(frozen=True, slots=True)
+class Defer:
+    """The job cannot run in this worker yet (its class is unknown here): put it back after
+    ``delay_s`` and give the attempt back, as a worker does on shutdown."""
+
+    delay_s: float
+
+
+Decision = Ack | Release | Fail | Defer
+
+# A job whose name no class is registered under is put back, not failed, while it is younger than
+# this: new jobs dispatched before every worker runs the code that defines them (a deploy-order
+# mistake) wait for it instead of being burnt. After that it fails as UnknownJob.
+UNKNOWN_JOB_GRACE_S = 600.0
+UNKNOWN_JOB_DELAY_S = 10.0
+# A dispatch time further ahead than this is not a clock difference between machines: such a job
+# gets no grace (else its grace would never end).
+CLOCK_SKEW_S = 60.0
 
 
 def backoff_delay(backoff: Backoff, attempts: int) -> float:
@@ -48,3 +65,12 @@ def decide(attempts: int, tries: int, backoff: Backoff, error: BaseException | N
     if attempts < tries:
         return Release(backoff_delay(backoff, attempts))
     return Fail(f"failed after {attempts} attempt{'s' if attempts != 1 else ''}")
+
+
+def defer_unknown(created_at: float, now: float) -> Defer | None:
+    """Put back a job whose class is unknown while it is under `UNKNOWN_JOB_GRACE_S` old; ``None``
+    once it is older (or its dispatch time is not believable): then it fails."""
+    age = now - created_at
+    if -CLOCK_SKEW_S <= age < UNKNOWN_JOB_GRACE_S:
+        return Defer(UNKNOWN_JOB_DELAY_S)
+    return None

@@ -15,18 +15,33 @@ import traceback
 from concurrent.futures import Executor
 from typing import Literal
 
+from runequeue import job as job_registry
 from runequeue import payload
-from runequeue.deadlines import Deadlines
-from runequeue.errors import JobTimeout, PayloadError, RuneQueueError
+from runequeue.deadlines import TICK_S, Deadlines
+from runequeue.errors import JobTimeout, PayloadError, RuneQueueError, UnknownJob
 from runequeue.failed import FailedJob, FailedJobStore
 from runequeue.job import Backoff, Job, is_async_handler
-from runequeue.payload import Codec
-from runequeue.retry import Ack, Decision, Fail, Release, decide
+from runequeue.logs import log_line
+from runequeue.payload import Codec, Envelope
+from runequeue.retry import (
+    UNKNOWN_JOB_GRACE_S,
+    Ack,
+    Decision,
+    Defer,
+    Fail,
+    Release,
+    decide,
+    defer_unknown,
+)
 
 log = logging.getLogger("runequeue.worker")
 
-Status = Literal["DONE", "RETRY", "FAIL"]
+Status = Literal["DONE", "RETRY", "FAIL", "WAIT"]
 DEFAULT_CODEC = Codec()
+# How long past its timeout a job may end without the deadline ticker having stopped it: the
+# ticker is at most `TICK_S` late, so more than twice that means the event loop was held up.
+BLOCKED_MARGIN_S = 2 * TICK_S
+ERROR_SUMMARY_CHARS = 200
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -52,6 +67,8 @@ class Attempt:
     def status(self) -> Status:
         if isinstance(self.decision, Ack):
             return "DONE"
+        if isinstance(self.decision, Defer):
+            return "WAIT"
         return "RETRY" if isinstance(self.decision, Release) else "FAIL"
 
     def error_text(self) -> str:
@@ -67,6 +84,23 @@ def describe_error(error: BaseException) -> str:
     return f"{kind.__module__}.{kind.__qualname__}: {error}\n\n{''.join(lines)}"
 
 
+def error_summary(error: BaseException) -> str:
+    """``ExcType: message`` on one line of at most `ERROR_SUMMARY_CHARS`, for the log lines.
+
+    Builtin types go without their module (``RuntimeError``); others keep it, so a user can tell
+    their own ``Boom`` from a library's.
+    """
+    kind = type(error)
+    name = kind.__qualname__
+    if kind.__module__ != "builtins":
+        name = f"{kind.__module__}.{name}"
+    message = " ".join(str(error).split())
+    text = f"{name}: {message}" if message else name
+    if len(text) > ERROR_SUMMARY_CHARS:
+        text = text[: ERROR_SUMMARY_CHARS - 1] + "…"
+    return text
+
+
 async def run_attempt(
     raw: bytes,
     attempts: int,
@@ -76,20 +110,28 @@ async def run_attempt(
     codec: Codec = DEFAULT_CODEC,
     only_try: bool = False,
     deadlines: Deadlines | None = None,
+    defer_unknown_jobs: bool = False,
 ) -> Attempt:
     """Run attempt number ``attempts`` of the stored job ``raw``.
 
-    Job errors never escape: they become the attempt's decision. ``asyncio.CancelledError`` does
-    escape (the worker cancels a job on shutdown or when its lease is lost).
+    Job errors never escape: they become the attempt's decision, ``SystemExit`` and
+    ``KeyboardInterrupt`` from a handler included. ``asyncio.CancelledError`` does escape (the
+    worker cancels a job on shutdown or when its lease is lost). With ``defer_unknown_jobs`` (a
+    worker), a job whose class is not registered here is put back while it is young (`Defer`).
     """
     started = time.perf_counter()
     try:
         envelope = codec.decode(raw)
-        job = payload.build_job(envelope, attempt=attempts)
     except PayloadError as exc:
-        # Invariant 4: a payload that cannot become a job is failed at once, never retried.
+        # Invariant 4: a payload that cannot become a job is failed at once, never retried (the
+        # one exception, a job class not deployed here yet, is `_unbuildable`'s).
         job_id = payload.peek_id(raw) or "?"
         return Attempt(Fail(type(exc).__name__), "?", job_id, exc, time.perf_counter() - started)
+    try:
+        job = payload.build_job(envelope, attempt=attempts)
+    except PayloadError as exc:
+        decision = _unbuildable(envelope, exc, defer_unknown_jobs)
+        return Attempt(decision, envelope.job, envelope.id, exc, time.perf_counter() - started)
 
     tries = envelope.max_tries if envelope.max_tries is not None else defaults.tries
     if only_try:
@@ -97,15 +139,50 @@ async def run_attempt(
     timeout_s = envelope.timeout if envelope.timeout is not None else defaults.timeout_s
     backoff = envelope.backoff if envelope.backoff is not None else defaults.backoff
     error = await _handle(job, timeout_s, executor, deadlines)
+    duration_s = time.perf_counter() - started
+    if timeout_s is not None and duration_s > timeout_s:  # (a success does no arithmetic)
+        _warn_not_stopped(job, duration_s, timeout_s, error)
     decision = decide(attempts, tries, backoff, error)
     if isinstance(decision, Fail) and error is not None:
         await call_failed_hook(job, error)
-    return Attempt(decision, envelope.job, envelope.id, error, time.perf_counter() - started)
+        duration_s = time.perf_counter() - started
+    return Attempt(decision, envelope.job, envelope.id, error, duration_s)
+
+
+def _unbuildable(envelope: Envelope, error: PayloadError, defer_unknown_jobs: bool) -> Decision:
+    """Fail a job that cannot be built, unless its class may just not be deployed here yet."""
+    # UnknownJob is also raised for a registered class that is not a dataclass: a bug, not a
+    # deploy in progress, so only a name nothing is registered under is waited for.
+    if (
+        defer_unknown_jobs
+        and isinstance(error, UnknownJob)
+        and envelope.job not in job_registry._registry
+    ):
+        deferred = defer_unknown(envelope.created_at, time.time())
+        if deferred is not None:
+            return deferred
+    return Fail(type(error).__name__)
+
+
+def _warn_not_stopped(
+    job: Job, duration_s: float, timeout_s: float, error: BaseException | None
+) -> None:
+    """Warn that a handler outlived its timeout: the ticker could not run, so the event loop was
+    blocked (timeouts only interrupt a handler at an ``await``)."""
+    if isinstance(error, JobTimeout) or duration_s <= timeout_s + BLOCKED_MARGIN_S:
+        return  # stopped by its timeout, or ended before the ticker's next look
+    log.warning(
+        "%s (%s) ran %.2fs, past its %gs timeout, without being stopped: something blocked the "
+        "event loop (this handler or one running beside it), which holds up every job of this "
+        "worker. Timeouts interrupt an async handler only where it awaits; move CPU-bound or "
+        "blocking work to a plain `def handle` (run in a thread) or a process pool",
+        type(job).job_name, job.job_id, duration_s, timeout_s,
+    )  # fmt: skip
 
 
 async def _handle(
     job: Job, timeout_s: float | None, executor: Executor | None, deadlines: Deadlines | None
-) -> Exception | None:
+) -> BaseException | None:
     """Run the handler; past ``timeout_s``, ``deadlines`` cancels it. That is the worker's shared
     ticker, or, for a job run on its own (the sync driver), a ticker of the job's own."""
     if deadlines is None:
@@ -121,7 +198,7 @@ async def _handle(
         deadlines.watch(task, timeout_s)
     try:
         await _call(job, executor)
-    except (asyncio.CancelledError, Exception) as exc:
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt end the job, not the worker
         if deadlines.expired(task):
             task.uncancel()  # the cancellation was the timeout's, and it is handled here
             return _timed_out(job, timeout_s)
@@ -148,25 +225,49 @@ def _timed_out(job: Job, timeout_s: float | None) -> JobTimeout:
 
 
 async def call_failed_hook(job: Job, error: BaseException) -> None:
-    """Call the job's ``failed`` hook; its own errors are logged, never raised."""
+    """Call the job's ``failed`` hook; its own errors (``SystemExit`` too) are logged, never
+    raised. A cancellation (shutdown) still cancels."""
     try:
         result = job.failed(error)
         if inspect.isawaitable(result):
             await result
-    except Exception:
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
         log.exception("failed() hook of %s (%s) raised", type(job).job_name, job.job_id)
 
 
 def log_attempt(attempt: Attempt, attempts: int) -> None:
-    """The per-job line: status, job name, id, attempt, duration."""
-    log.info(
-        "%-5s %-32s %s #%d %9.2f ms",
-        attempt.status,
-        attempt.job_name,
-        attempt.job_id,
-        attempts,
-        attempt.duration_s * 1000,
-    )
+    """The per-job line: status, job name, id, attempt, duration; and why, if it did not succeed.
+
+    A success costs what it always did (the hot path): the error's summary, and its traceback
+    at DEBUG, are built only for RETRY, FAIL and WAIT lines.
+    """
+    error = attempt.error
+    if error is None:
+        log_line(log, logging.INFO, "%-5s %-32s %s #%d %9.2f ms", "DONE", attempt.job_name,
+                 attempt.job_id, attempts, attempt.duration_s * 1000)  # fmt: skip
+        return
+    status = attempt.status
+    if status == "WAIT":
+        _log_unknown_job_deferred(attempt, attempts)
+        return
+    log_line(log, logging.INFO, "%-5s %-32s %s #%d %9.2f ms  %s", status, attempt.job_name,
+             attempt.job_id, attempts, attempt.duration_s * 1000, error_summary(error))  # fmt: skip
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s %s #%d raised:", attempt.job_name, attempt.job_id, attempts, exc_info=error)
+
+
+def _log_unknown_job_deferred(attempt: Attempt, attempts: int) -> None:
+    assert isinstance(attempt.decision, Defer)
+    log.warning(
+        "%-5s %-32s %s #%d  no job class is registered as %r in this worker; put back for %gs "
+        "(attempt given back), and failed as UnknownJob once %g minutes old. Name the module "
+        "that defines it with --import or RUNE_IMPORTS, and deploy new job classes to the "
+        "workers before dispatching them",
+        attempt.status, attempt.job_name, attempt.job_id, attempts, attempt.job_name,
+        attempt.decision.delay_s, UNKNOWN_JOB_GRACE_S / 60,
+    )  # fmt: skip
 
 
 async def run_now(

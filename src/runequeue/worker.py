@@ -16,28 +16,21 @@ import random
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
-from runequeue import payload
+from runequeue import startup
 from runequeue.config import QueueConfig
 from runequeue.deadlines import Deadlines
 from runequeue.drivers import open_driver
-from runequeue.drivers.base import Batch, Buried, Driver, Reserved
-from runequeue.errors import ConfigError, DriverError, FailedStoreError, LeaseExpired, PayloadError
+from runequeue.drivers.base import Batch, Driver, Reserved
+from runequeue.errors import DriverError
 from runequeue.failed import FailedJob, FailedJobStore
 from runequeue.heartbeat import Heartbeat
 from runequeue.job import Backoff
+from runequeue.outbox import FailureOutbox
 from runequeue.payload import Codec
-from runequeue.retry import Ack, Release
-from runequeue.runner import (
-    DEFAULT_CODEC,
-    Attempt,
-    JobDefaults,
-    call_failed_hook,
-    log_attempt,
-    run_attempt,
-)
-from runequeue.schema import check_tables
+from runequeue.retry import Ack, Defer, Release
+from runequeue.runner import DEFAULT_CODEC, Attempt, JobDefaults, log_attempt, run_attempt
+from runequeue.threads import DaemonThreadPool
 
 log = logging.getLogger("runequeue.worker")
 
@@ -57,7 +50,8 @@ class WorkerOptions:
         lease_s: lease length (``QUEUE_RETRY_AFTER``); renewed every ``lease_s / 3``.
         sweep_interval_s: how often expired leases and due delayed jobs are recovered when no
             reserve does it, and failed jobs waiting in the outbox are recorded.
-        strict: refuse to start when the backend could lose jobs (no persistence, eviction).
+        strict: refuse to start when the backend cannot be reached or could lose jobs (no
+            persistence, eviction).
     """
 
     queues: tuple[str, ...] = ("default",)
@@ -119,11 +113,12 @@ class Worker:
         self._force = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._closing = asyncio.Event()
-        self._hooked: set[str] = set()  # lease-expired jobs whose failed() hook has been called
+        self._outbox = FailureOutbox(driver, failed_store, connection=connection, codec=codec)
         self._idle_task: asyncio.Future[Batch | None] | None = None
         self._acks: asyncio.Queue[Reserved | None] = asyncio.Queue()
         self._broker_backoff = _Backoff()
-        self._executor = ThreadPoolExecutor(options.concurrency, thread_name_prefix="runequeue-job")
+        # Daemon threads: a handler that outlived its timeout must not keep the process alive.
+        self._executor = DaemonThreadPool(options.concurrency, name="runequeue-job")
         self._heartbeat = Heartbeat(
             driver.lease_keeper(),
             lease_s=options.lease_s,
@@ -149,13 +144,22 @@ class Worker:
         finally:
             await self._drain()
             await self._stop_background(background)
-            await self._flush_outbox()
+            await self._outbox.flush(self.options.queues)
             self._heartbeat.stop()
             await self._deadlines.close()
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._abandon_threads()
             self._remove_signal_handlers()
         log.info("worker stopped after %d job(s)", self.processed)
         return 0
+
+    def _abandon_threads(self) -> None:
+        """Stop the job threads without waiting: one still running holds a handler that timed out
+        (or was put back on shutdown), and a thread cannot be stopped; it ends with the process."""
+        running = self._executor.busy
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if running:
+            log.warning("%d job thread(s) still running were abandoned (their attempts have "
+                        "already timed out or been put back)", running)  # fmt: skip
 
     def request_stop(self) -> None:
         """Stop taking jobs; running ones finish (a second call puts them back at once)."""
@@ -287,7 +291,7 @@ class Worker:
         try:
             attempt = await run_attempt(
                 item.raw, item.attempts, self.options.defaults, self._executor,
-                codec=self.codec, deadlines=self._deadlines,
+                codec=self.codec, deadlines=self._deadlines, defer_unknown_jobs=True,
             )  # fmt: skip
         except asyncio.CancelledError:
             await self._interrupted(item)
@@ -300,9 +304,11 @@ class Worker:
         if isinstance(decision, Ack):
             self._acks.put_nowait(item)  # the heartbeat keeps the lease until the ack lands
             return
-        if isinstance(decision, Release):
+        if isinstance(decision, Release | Defer):
+            # A deferred job (its class is unknown here) gets its attempt back: no try is spent.
+            refund = isinstance(decision, Defer)
             await self._with_retries("release", item, lambda: self.driver.release(
-                item, delay_s=decision.delay_s, refund=False))  # fmt: skip
+                item, delay_s=decision.delay_s, refund=refund))  # fmt: skip
         else:
             self.processed += 1
             await self._fail(item, attempt.error_text())
@@ -344,17 +350,8 @@ class Worker:
 
         await self._with_retries("fail", item, bury)
         if buried:
-            await self._record(FailedJob(item.job_id, self.connection, item.queue, item.raw, error))
-
-    async def _record(self, failure: FailedJob) -> bool:
-        try:
-            await asyncio.to_thread(self.failed_store.record, failure)
-            await self.driver.purge(failure.queue, failure.job_id)
-        except (FailedStoreError, DriverError) as exc:
-            log.warning("failed job %s kept in the outbox until it can be recorded: %s",
-                        failure.job_id, exc)  # fmt: skip
-            return False
-        return True
+            failure = FailedJob(item.job_id, self.connection, item.queue, item.raw, error)
+            await self._outbox.record(failure)
 
     async def _ack_loop(self) -> None:
         """Acknowledge finished jobs in batches: one round trip for all that finished meanwhile."""
@@ -406,33 +403,9 @@ class Worker:
         for queue in self.options.queues:
             try:
                 await self.driver.recover(queue, default_tries=self.options.tries)
-                await self._record_outbox(queue)
+                await self._outbox.record_waiting(queue)
             except DriverError as exc:
                 log.warning("sweep of %s failed: %s", queue, exc)
-
-    async def _flush_outbox(self) -> None:
-        """One last try to record failures still waiting in the outbox before exiting."""
-        for queue in self.options.queues:
-            with contextlib.suppress(DriverError):
-                await self._record_outbox(queue)
-
-    async def _record_outbox(self, queue: str) -> None:
-        for buried in await self.driver.buried(queue, 100):
-            if not await self._record_buried(buried):
-                return  # the store is away; the next sweep tries again
-
-    async def _record_buried(self, buried: Buried) -> bool:
-        lease_expired = f"{LeaseExpired.__module__}.{LeaseExpired.__qualname__}"
-        if buried.error.startswith(lease_expired) and buried.job_id not in self._hooked:
-            # Failed inside Redis when its last lease expired: no worker has run its hook yet.
-            self._hooked.add(buried.job_id)
-            name = payload.peek_name(buried.raw) or "?"
-            log.info("%-5s %-32s %s lease expired, no tries left", "FAIL", name, buried.job_id)
-            with contextlib.suppress(PayloadError):
-                job = payload.build_job(self.codec.decode(buried.raw), attempt=0)
-                await call_failed_hook(job, LeaseExpired(buried.error.partition(": ")[2]))
-        failure = FailedJob(buried.job_id, self.connection, buried.queue, buried.raw, buried.error)
-        return await self._record(failure)
 
     def _lease_lost_from_thread(self, item: Reserved) -> None:
         if self._loop is not None:
@@ -480,30 +453,20 @@ async def run_worker(config: QueueConfig, options: WorkerOptions) -> int:
     """Open the backend ``config`` names and work it with ``options`` until stopped.
 
     Raises:
+        ConfigError: no job class is registered (no job module was imported), or, with
+            ``options.strict``, the backend cannot be reached or could lose jobs.
         MissingTable: a table it needs does not exist (run ``rune migrate``).
     """
-    tables = ["failed_jobs", "jobs"] if config.driver == "database" else ["failed_jobs"]
-    await asyncio.to_thread(check_tables, config.database_url, tables)
+    startup.require_job_classes()
+    await startup.require_tables(config)
     store = FailedJobStore(config.database_url)
     try:
         driver = open_driver(config)
         try:
-            await _check_backend(driver, strict=options.strict)
+            await startup.check_backend(driver, strict=options.strict)
             worker = Worker(driver, store, options, connection=config.driver, codec=config.codec)
             return await worker.run()
         finally:
             await driver.close()
     finally:
         store.close()
-
-
-async def _check_backend(driver: Driver, *, strict: bool) -> None:
-    try:
-        warnings = await driver.check()
-    except DriverError as exc:
-        log.warning("could not check the backend's settings: %s", exc)
-        return
-    for warning in warnings:
-        log.warning("WARNING %s", warning)
-    if warnings and strict:
-        raise ConfigError("refusing to start with --strict: " + "; ".join(warnings))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -183,6 +184,76 @@ class SleepThenFail(Job, name="tests.SleepThenFail"):
         note(self.ledger, "start", self)
         await asyncio.sleep(self.seconds)
         raise Boom("failed after a while")
+
+
+@dataclasses.dataclass
+class ExitsInHandle(Job, name="tests.ExitsInHandle"):
+    """Calls sys.exit() inside an async handle (a script's habit brought into a job)."""
+
+    ledger: str
+    tries = 1
+
+    async def handle(self) -> None:
+        note(self.ledger, "start", self)
+        sys.exit(3)
+
+
+@dataclasses.dataclass
+class InterruptsInThread(Job, name="tests.InterruptsInThread"):
+    """Raises KeyboardInterrupt inside a plain-def handle (run in a thread)."""
+
+    ledger: str
+    tries = 1
+
+    def handle(self) -> None:
+        note(self.ledger, "start", self)
+        raise KeyboardInterrupt("interrupted in a thread")
+
+
+@dataclasses.dataclass
+class HookExits(Job, name="tests.HookExits"):
+    """Fails, and its failed() hook calls sys.exit()."""
+
+    ledger: str
+    tries = 1
+
+    async def handle(self) -> None:
+        raise Boom("fails before its hook exits")
+
+    def failed(self, exc: BaseException) -> None:
+        note(self.ledger, "hook", self)
+        sys.exit(4)
+
+
+@dataclasses.dataclass
+class SpinsPastTimeout(Job, name="tests.SpinsPastTimeout"):
+    """An async handler that never awaits: it spins the CPU for ``seconds``, past its timeout."""
+
+    ledger: str
+    seconds: float
+    timeout = 0.2
+
+    async def handle(self) -> None:
+        note(self.ledger, "start", self)
+        until = time.monotonic() + self.seconds
+        while time.monotonic() < until:
+            pass
+        note(self.ledger, "done", self)
+
+
+@dataclasses.dataclass
+class SleepsInThreadPastTimeout(Job, name="tests.SleepsInThreadPastTimeout"):
+    """A plain-def handler that sleeps far past its timeout (a hung call, say)."""
+
+    ledger: str
+    seconds: float
+    timeout = 1
+    tries = 1
+
+    def handle(self) -> None:
+        note(self.ledger, "start", self)
+        time.sleep(self.seconds)
+        note(self.ledger, "done", self)
 
 
 @dataclasses.dataclass

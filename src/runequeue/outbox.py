@@ -1,0 +1,72 @@
+"""Failed jobs on their way into the failed-job store (invariant 5: record, then delete).
+
+A worker first buries a failed job in its backend's outbox (`Driver.bury`), then records it in
+``failed_jobs``, and only then purges it from the backend. If the store is away, the job waits in
+the outbox and every sweep tries again, so a database outage loses no failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from runequeue import payload
+from runequeue.drivers.base import Buried, Driver
+from runequeue.errors import DriverError, FailedStoreError, LeaseExpired, PayloadError
+from runequeue.failed import FailedJob, FailedJobStore
+from runequeue.payload import Codec
+from runequeue.runner import call_failed_hook
+
+log = logging.getLogger("runequeue.worker")
+
+_LEASE_EXPIRED = f"{LeaseExpired.__module__}.{LeaseExpired.__qualname__}"
+
+
+class FailureOutbox:
+    """Records a worker's failed jobs, from its backend's outbox into ``store``."""
+
+    def __init__(
+        self, driver: Driver, store: FailedJobStore, *, connection: str, codec: Codec
+    ) -> None:
+        self.driver = driver
+        self.store = store
+        self.connection = connection
+        self.codec = codec
+        self._hooked: set[str] = set()  # lease-expired jobs whose failed() hook has been called
+
+    async def record(self, failure: FailedJob) -> bool:
+        """Record a buried job and purge it from the backend; ``False`` if it has to wait."""
+        try:
+            await asyncio.to_thread(self.store.record, failure)
+            await self.driver.purge(failure.queue, failure.job_id)
+        except (FailedStoreError, DriverError) as exc:
+            log.warning("failed job %s kept in the outbox until it can be recorded: %s",
+                        failure.job_id, exc)  # fmt: skip
+            return False
+        return True
+
+    async def record_waiting(self, queue: str) -> None:
+        """Record the jobs waiting in the outbox of ``queue`` (a sweep)."""
+        for buried in await self.driver.buried(queue, 100):
+            if not await self._record_buried(buried):
+                return  # the store is away; the next sweep tries again
+
+    async def flush(self, queues: Sequence[str]) -> None:
+        """One last try to record failures still waiting in the outbox before exiting."""
+        for queue in queues:
+            with contextlib.suppress(DriverError):
+                await self.record_waiting(queue)
+
+    async def _record_buried(self, buried: Buried) -> bool:
+        if buried.error.startswith(_LEASE_EXPIRED) and buried.job_id not in self._hooked:
+            # Failed inside the backend when its last lease expired: no worker has run its hook.
+            self._hooked.add(buried.job_id)
+            name = payload.peek_name(buried.raw) or "?"
+            log.info("%-5s %-32s %s lease expired, no tries left", "FAIL", name, buried.job_id)
+            with contextlib.suppress(PayloadError):
+                job = payload.build_job(self.codec.decode(buried.raw), attempt=0)
+                await call_failed_hook(job, LeaseExpired(buried.error.partition(": ")[2]))
+        failure = FailedJob(buried.job_id, self.connection, buried.queue, buried.raw, buried.error)
+        return await self.record(failure)

@@ -1,0 +1,55 @@
+"""What a worker checks before it takes a job: that it knows some job classes, that its tables
+exist, and (with ``--strict``) that its backend is reachable and keeps jobs safe.
+
+Each problem is refused with one line that says what to do, before anything is reserved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from runequeue import job
+from runequeue.config import QueueConfig
+from runequeue.drivers.base import Driver
+from runequeue.errors import ConfigError, DriverError
+from runequeue.schema import check_tables
+
+log = logging.getLogger("runequeue.worker")
+
+
+def require_job_classes() -> None:
+    """Refuse a worker that knows no job class: every job would fail as UnknownJob (a worker
+    started without ``--import``)."""
+    if not registered_job_count():
+        raise ConfigError(
+            "no job classes are registered: name the modules that define them with "
+            "--import myapp.jobs or RUNE_IMPORTS=myapp.jobs"
+        )
+
+
+def registered_job_count() -> int:
+    """How many job classes this process has registered (imported)."""
+    return len(job._registry)  # job.py has no public accessor for this yet
+
+
+async def require_tables(config: QueueConfig) -> None:
+    """Raise `MissingTable` (run ``rune migrate``) when a table the worker needs is missing."""
+    tables = ["failed_jobs", "jobs"] if config.driver == "database" else ["failed_jobs"]
+    await asyncio.to_thread(check_tables, config.database_url, tables)
+
+
+async def check_backend(driver: Driver, *, strict: bool) -> None:
+    """Log the backend's settings that could lose jobs; with ``strict``, refuse to start on any,
+    or when the backend cannot be reached at all."""
+    try:
+        warnings = await driver.check()
+    except DriverError as exc:
+        if strict:
+            raise ConfigError(f"refusing to start with --strict: {exc}") from exc
+        log.warning("could not check the backend's settings: %s", exc)
+        return
+    for warning in warnings:
+        log.warning("WARNING %s", warning)
+    if warnings and strict:
+        raise ConfigError("refusing to start with --strict: " + "; ".join(warnings))

@@ -206,7 +206,7 @@ def _old_style_tables(url: str) -> None:
     for table in (jobs, failed_jobs):
         copy = table.to_metadata(old)
         copy.dialect_options["sqlite"]["autoincrement"] = False
-    engine = create_engine(url)
+    engine = create_engine(url, create=True)
     old.create_all(engine)
     engine.dispose()
 

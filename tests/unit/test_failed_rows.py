@@ -38,6 +38,7 @@ def test_exception_line_is_type_and_message_without_the_module(exception: str, l
 
 
 def test_missing_tables_are_named_in_good_grammar(tmp_path: Path) -> None:
+    (tmp_path / "empty.db").touch()  # an empty file is an SQLite database with no tables
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     with pytest.raises(MissingTable) as both:
         check_tables(url, ["failed_jobs", "jobs"])
@@ -48,5 +49,6 @@ def test_missing_tables_are_named_in_good_grammar(tmp_path: Path) -> None:
 
 
 def test_one_missing_table_is_named_in_the_singular(tmp_path: Path) -> None:
+    (tmp_path / "empty.db").touch()
     with pytest.raises(MissingTable, match=r"^table jobs does not exist in .*create it$"):
         check_tables(f"sqlite:///{tmp_path / 'empty.db'}", ["jobs"])

@@ -85,6 +85,16 @@ def _origin(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def is_registered(name: str) -> bool:
+    """Whether a job class is registered under ``name`` in this process."""
+    return name in _registry
+
+
+def registered_count() -> int:
+    """How many job classes this process has registered (by importing their modules)."""
+    return len(_registry)
+
+
 def job_class(name: str) -> type[Job]:
     """The job class registered under ``name``."""
     try:

@@ -156,7 +156,7 @@ def _unbuildable(envelope: Envelope, error: PayloadError, defer_unknown_jobs: bo
     if (
         defer_unknown_jobs
         and isinstance(error, UnknownJob)
-        and envelope.job not in job_registry._registry
+        and not job_registry.is_registered(envelope.job)
     ):
         deferred = defer_unknown(envelope.created_at, time.time())
         if deferred is not None:

@@ -21,16 +21,11 @@ log = logging.getLogger("runequeue.worker")
 def require_job_classes() -> None:
     """Refuse a worker that knows no job class: every job would fail as UnknownJob (a worker
     started without ``--import``)."""
-    if not registered_job_count():
+    if not job.registered_count():
         raise ConfigError(
             "no job classes are registered: name the modules that define them with "
             "--import myapp.jobs or RUNE_IMPORTS=myapp.jobs"
         )
-
-
-def registered_job_count() -> int:
-    """How many job classes this process has registered (imported)."""
-    return len(job._registry)  # job.py has no public accessor for this yet
 
 
 async def require_tables(config: QueueConfig) -> None:

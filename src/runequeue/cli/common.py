@@ -15,7 +15,7 @@ from runequeue.cli.app import one_line
 from runequeue.config import QueueConfig, imports_from_env
 from runequeue.errors import ConfigError, RuneQueueError
 
-console = Console()
+console = Console(soft_wrap=True)  # a line with an id or a command in it must stay whole
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -71,7 +71,7 @@ def demo_command(driver: str) -> None:
     else:
         demo.dispatch_examples(config, table.add_row)
         console.print(table)
-        console.print(f"$ {work}")
+        click.echo(f"$ {work}")  # not through rich: a command must never be wrapped
         setup_worker_logging()
         demo.work_examples(config)
         flush_logs()  # the worker's lines, before the failed-jobs table below them
@@ -85,13 +85,13 @@ def _show_failed_and_next_steps(config: QueueConfig, work: str) -> None:
     for job in latest:
         error = escape(exception_line(job))
         console.print(f"  {job.id}  {job.job_id[:8]}  {job.job_name}  [red]{error}[/red]")
-        console.print("Try next:")
-        console.print(f"  rune queue:failed {job.id}      # its payload and traceback")
+        click.echo("Try next:")  # click, not rich: a command must never be wrapped
+        click.echo(f"  rune queue:failed {job.id}      # its payload and traceback")
         if config.driver == "sync":
-            console.print(
+            click.echo(
                 f"  rune queue:retry {job.id} --import runequeue.demo"
                 "      # runs it again here (and it declines again)"
             )
         else:
-            console.print(f"  rune queue:retry {job.id}       # back onto the demo queue")
-            console.print(f"  {work}")
+            click.echo(f"  rune queue:retry {job.id}       # back onto the demo queue")
+            click.echo(f"  {work}")

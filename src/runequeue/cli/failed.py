@@ -146,26 +146,17 @@ def queue_prune_failed(hours: float, database_url: str | None) -> None:
     console.print(f"deleted {count} failed job(s) older than {hours:g} hours")
 
 
-def exception_line(job: FailedJob) -> str:
-    """``Type: message`` of the stored exception, without the type's module path."""
-    first = job.summary
-    kind, colon, message = first.partition(": ")
-    if not colon or " " in kind:
-        return first
-    return f"{kind.rpartition('.')[2]}: {message}"
-
-
 def _table(jobs: list[FailedJob]) -> Table:
     # Narrow enough for 80 columns: the uuid is cut to its first 8 characters (which every
     # command accepts), and the exception to what fits; `rune queue:failed ID` shows it all.
     rows = [
         (
             str(job.id),
-            job.job_id[:8],
+            job.short_id,
             job.job_name,
             f"{job.connection}/{job.queue}",
             job.failed_at.strftime("%m-%d %H:%M:%S"),
-            exception_line(job),
+            job.exception_line,
         )
         for job in jobs
     ]

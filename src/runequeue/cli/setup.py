@@ -10,7 +10,6 @@ from rich.table import Table
 
 from runequeue.cli.app import cli
 from runequeue.cli.common import config_for, console
-from runequeue.cli.failed import exception_line
 from runequeue.config import QueueConfig
 from runequeue.database import redacted
 from runequeue.failures import FailedJobs
@@ -83,8 +82,8 @@ def _show_failed_and_next_steps(config: QueueConfig, work: str) -> None:
     with FailedJobs(config) as failed:
         latest = [job for job in failed.list() if job.job_name == "demo.ChargeCard"][-1:]
     for job in latest:
-        error = escape(exception_line(job))
-        console.print(f"  {job.id}  {job.job_id[:8]}  {job.job_name}  [red]{error}[/red]")
+        error = escape(job.exception_line)
+        console.print(f"  {job.id}  {job.short_id}  {job.job_name}  [red]{error}[/red]")
         click.echo("Try next:")  # click, not rich: a command must never be wrapped
         click.echo(f"  rune queue:failed {job.id}      # its payload and traceback")
         if config.driver == "sync":

@@ -6,6 +6,7 @@ from runequeue.config import QueueConfig
 from runequeue.errors import (
     BadSignature,
     ConfigError,
+    DatabaseAccessDenied,
     DatabaseUnavailable,
     DispatchError,
     DriverError,
@@ -15,6 +16,7 @@ from runequeue.errors import (
     InvalidPayload,
     JobTimeout,
     LeaseExpired,
+    MissingDatabase,
     MissingTable,
     PayloadError,
     PayloadTooLarge,
@@ -33,6 +35,7 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
 __all__ = [
     "BadSignature",
     "ConfigError",
+    "DatabaseAccessDenied",
     "DatabaseUnavailable",
     "DispatchError",
     "DriverError",
@@ -43,6 +46,7 @@ __all__ = [
     "Job",
     "JobTimeout",
     "LeaseExpired",
+    "MissingDatabase",
     "MissingTable",
     "PayloadError",
     "PayloadTooLarge",

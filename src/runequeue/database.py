@@ -35,6 +35,7 @@ from runequeue.errors import (
     MissingTable,
     RuneQueueError,
 )
+from runequeue.urls import hide_password
 
 # Dialect -> (DBAPI module, SQLAlchemy driver name), in order of preference.
 _DBAPIS: dict[str, list[tuple[str, str]]] = {
@@ -52,8 +53,8 @@ def normalized_url(url: str) -> URL:
     """``url`` with an installed DBAPI filled in when it names none."""
     try:
         parsed = make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise ConfigError(f"invalid DATABASE_URL {url!r}: {exc}") from exc
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise ConfigError(f"invalid DATABASE_URL {hide_password(url)!r}: {exc}") from exc
     backend, _, driver = parsed.drivername.partition("+")
     if backend in _ALIASES:
         backend = _ALIASES[backend]
@@ -132,8 +133,8 @@ def redacted(url: str) -> str:
     """``url`` without its password."""
     try:
         parsed = make_url(url)
-    except sa.exc.ArgumentError:
-        return url
+    except (sa.exc.ArgumentError, ValueError):
+        return hide_password(url)  # not SQLAlchemy's to read, but it may still hold a password
     # Rendered only when there is a password to hide: rendering escapes "sqlite:///:memory:".
     return url if parsed.password is None else parsed.render_as_string(hide_password=True)
 

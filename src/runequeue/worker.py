@@ -266,6 +266,8 @@ class Worker:
 
         With one queue, the jobs that woke the worker come back with the wake-up itself.
         """
+        if self._stop.is_set():
+            return None  # asked to stop during the reserve: there is no wait to cut short
         opts = self.options
         timeout = opts.sleep_s if next_due_s is None else min(opts.sleep_s, next_due_s)
         if len(opts.queues) == 1:

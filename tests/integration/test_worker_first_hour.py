@@ -234,3 +234,29 @@ def test_strict_refuses_a_redis_it_cannot_reach(config: QueueConfig) -> None:
     with pytest.raises(ConfigError, match="--strict") as raised:
         asyncio.run(run_worker(unreachable, strict))
     assert "127.0.0.1:1" in str(raised.value)
+
+
+def test_a_stop_asked_for_during_a_reserve_is_not_held_up_by_the_idle_wait(
+    config: QueueConfig,
+) -> None:
+    """A stop that lands while a reserve is in flight finds no wait to cancel yet: the worker
+    must not then block its whole ``sleep_s`` (a BLPOP on Redis) before noticing."""
+
+    async def scenario() -> float:
+        from runequeue.failed import FailedJobStore
+        from runequeue.worker import Worker
+
+        driver = open_driver(config)
+        store = FailedJobStore(config.database_url)
+        worker = Worker(driver, store, options(config, stop_when_empty=False, sleep_s=10.0),
+                        connection="redis")  # fmt: skip
+        try:
+            worker.request_stop()  # as if a signal arrived during the reserve
+            started = time.monotonic()
+            await worker._idle(None, 1)
+            return time.monotonic() - started
+        finally:
+            await driver.close()
+            store.close()
+
+    assert asyncio.run(scenario()) < 5  # not the 10 s sleep

@@ -90,3 +90,13 @@ def test_the_package_has_a_version_and_exports_its_errors() -> None:
     assert runequeue.__version__[0].isdigit()
     for name in ("MissingTable", "FailedStoreError", "BadSignature", "DatabaseUnavailable"):
         assert issubclass(getattr(runequeue, name), runequeue.RuneQueueError)
+
+
+def test_an_unparsable_database_url_never_shows_its_password() -> None:
+    from runequeue.database import normalized_url, redacted
+
+    url = "postgresql://app:s3cret@db:notaport/app"
+    assert "s3cret" not in redacted(url)
+    with pytest.raises(ConfigError) as raised:
+        normalized_url(url)
+    assert "s3cret" not in str(raised.value)

@@ -4,6 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from runequeue.config import QueueConfig
 from runequeue.errors import (
+    AmbiguousJobRef,
     BadSignature,
     ConfigError,
     DatabaseAccessDenied,
@@ -33,6 +34,7 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
     __version__ = "0+unknown"
 
 __all__ = [
+    "AmbiguousJobRef",
     "BadSignature",
     "ConfigError",
     "DatabaseAccessDenied",

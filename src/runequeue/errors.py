@@ -80,3 +80,7 @@ class MissingDatabase(FailedStoreError):
 
 class DatabaseAccessDenied(FailedStoreError):
     """The database server refused DATABASE_URL's user or password."""
+
+
+class AmbiguousJobRef(RuneQueueError):
+    """A uuid prefix matches more than one failed job."""

@@ -18,17 +18,13 @@ from typing import Any, Literal
 from runequeue import payload
 from runequeue.config import QueueConfig
 from runequeue.drivers.base import Outgoing
-from runequeue.errors import PayloadError, RuneQueueError, UnknownJob
+from runequeue.errors import AmbiguousJobRef, PayloadError, RuneQueueError, UnknownJob
 from runequeue.failed import Claimed, FailedJob, FailedJobStore
 from runequeue.queue import push_stored
 from runequeue.runner import Attempt, JobDefaults, log_attempt, run_attempt
 
 RetryStatus = Literal["retried", "missing", "error"]
 JobRef = int | str  # a row id, or a job's uuid or a unique prefix of it (8 hex digits or more)
-
-
-class AmbiguousJobRef(RuneQueueError):
-    """A uuid prefix matches more than one failed job."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from runequeue.config import QueueConfig
 from runequeue.database import redacted
 from runequeue.failures import FailedJobs
 from runequeue.logs import flush_logs, setup_worker_logging
-from runequeue.schema import migrate
+from runequeue.schema import run_migrations
 
 
 @cli.command("migrate")
@@ -28,12 +28,7 @@ def migrate_command(database_url: str | None) -> None:
       rune migrate --database-url postgresql://app@db/app
     """
     config = config_for(database_url=database_url)
-    created = migrate(config.database_url)
-    where = redacted(config.database_url)
-    if created:
-        console.print(f"created {', '.join(created)} in {where}")
-    else:
-        console.print(f"nothing to do: every table exists in {where}")
+    console.print(run_migrations(config.database_url).describe(redacted(config.database_url)))
 
 
 @cli.command("demo")
@@ -56,11 +51,9 @@ def demo_command(driver: str) -> None:
     from runequeue import demo
 
     config = config_for(driver)
-    created = migrate(config.database_url)
-    if created:
-        console.print(
-            f"rune migrate: created {', '.join(created)} in {redacted(config.database_url)}"
-        )
+    migration = run_migrations(config.database_url)
+    if migration.created or migration.upgraded:
+        console.print(f"rune migrate: {migration.describe(redacted(config.database_url))}")
     table = Table("job", "id", "outcome", title=f"runequeue demo on the {config.driver} driver")
     work = f"rune queue:work {driver} --import runequeue.demo --queue demo --stop-when-empty"
     if config.driver == "sync":

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import threading
 from pathlib import Path
 
 import msgspec
@@ -124,27 +123,6 @@ def test_retried_job_that_fails_again_comes_back_with_a_fresh_failed_at(
     (again,) = failed_jobs(cfg)
     assert again.job_id == job_id
     assert again.failed_at >= first.failed_at
-
-
-def test_concurrent_retries_of_one_row_push_it_once(cfg: QueueConfig, tmp_path: Path) -> None:
-    Queue.dispatch(cfg, AlwaysFails(ledger=str(tmp_path / "l")))
-    work(cfg)
-    (failure,) = failed_jobs(cfg)
-    outcomes: list[str] = []
-    barrier = threading.Barrier(4)
-
-    def retry() -> None:
-        with FailedJobs(cfg) as failed:
-            barrier.wait()
-            outcomes.extend(outcome.status for outcome in failed.retry([failure.id]))
-
-    threads = [threading.Thread(target=retry) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert sorted(outcomes) == ["missing", "missing", "missing", "retried"]
-    assert Queue.size(cfg) == 1
 
 
 def test_retry_reports_unknown_ids_and_goes_on(cfg: QueueConfig, tmp_path: Path) -> None:

@@ -75,6 +75,8 @@ class QueueConfig:
             raise ConfigError("retry_after_s must be positive")
         if not self.queue_name:
             raise ConfigError("queue_name must not be empty")
+        if self.driver == "redis":
+            _check_redis_url(self.redis_url)
 
     @functools.cached_property
     def codec(self) -> Codec:
@@ -137,6 +139,18 @@ def _signing_keys(text: str) -> tuple[tuple[str, str], ...]:
             raise ConfigError("QUEUE_SIGNING_KEYS must be id:secret pairs separated by commas")
         keys.append((key_id, secret))
     return tuple(keys)
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _check_redis_url(url: str) -> None:
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in REDIS_SCHEMES:
+        raise ConfigError(
+            f"invalid REDIS_URL {hide_password(url)!r}: it must start with redis://, rediss:// "
+            "(TLS) or unix://, e.g. redis://127.0.0.1:6379/0"
+        )
 
 
 def settings_source(

@@ -86,5 +86,6 @@ def dispatch_examples(config: QueueConfig, report: Report) -> None:
 
 def work_examples(config: QueueConfig) -> None:
     """Work the ``demo`` queue until it is empty."""
-    options = WorkerOptions(queues=(DEMO_QUEUE,), stop_when_empty=True, concurrency=4, sleep_s=0.5)
+    # The options of the command `rune demo` prints as its equivalent: the defaults.
+    options = WorkerOptions(queues=(DEMO_QUEUE,), stop_when_empty=True)
     asyncio.run(run_worker(config, options))

@@ -182,7 +182,7 @@ class FailedJobs:
             if str(exc).startswith("no job class"):
                 return (
                     f"job class {envelope.job!r} is not registered in this process; "
-                    "pass --import myapp.jobs or set RUNE_IMPORTS"
+                    "name the module that defines it with --import (or RUNE_IMPORTS)"
                 )
             return f"cannot build the job: {exc}"
         except PayloadError as exc:

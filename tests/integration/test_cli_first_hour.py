@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -106,6 +107,15 @@ def test_a_worker_without_job_modules_refuses_to_start_and_keeps_the_job(project
     assert "--import" in done.stderr and "RUNE_IMPORTS" in done.stderr
     assert "Traceback" not in done.stderr
     assert rune(project, "queue:size", "database").stdout.strip() == "default: 1"
+
+
+def test_import_flags_win_over_rune_imports(project: Path) -> None:
+    (project / ".env").write_text("QUEUE_DRIVER=database\nRUNE_IMPORTS=no_such_module\n")
+    dispatch(project, "ada")
+    done = rune(project, "queue:work", "--import", "app_jobs", "--stop-when-empty")
+    assert done.returncode == 0, done.stderr
+    line = one_line_error(rune(project, "queue:work", "--stop-when-empty"))
+    assert "'no_such_module' (from RUNE_IMPORTS)" in line
 
 
 def test_rune_imports_and_the_driver_are_read_from_dotenv(project: Path) -> None:
@@ -221,8 +231,17 @@ def test_cli_errors_are_one_line(project: Path) -> None:
     assert "'same'" in line and "name=" in line
     line = one_line_error(rune(project, "queue:work", "database", "--concurrency", "0"))
     assert "--concurrency" in line
-    line = one_line_error(rune(project, "queue:work", "--import", "no_such_module"))
-    assert "no_such_module" in line
+    line = one_line_error(rune(project, "queue:work", "database", "--import", "no_such_module"))
+    assert "no_such_module" in line and "(from --import)" in line
+    write_module(project, "needs_a_package", "import not_installed_package\n")
+    line = one_line_error(rune(project, "queue:work", "database", "--import", "needs_a_package"))
+    assert "imports 'not_installed_package', which is not installed" in line
+    line = one_line_error(rune(project, "queue:work", "--import", "app_jobs"))  # sync: no queue
+    assert "QUEUE_DRIVER=database" in line
+    line = one_line_error(rune(project, "queue:work", "database", "--backoff", "soon"))
+    assert "--backoff" in line
+    line = one_line_error(rune(project, "queue:size", "redis", env={"REDIS_URL": "http://x"}))
+    assert "REDIS_URL" in line and "redis://" in line
     line = one_line_error(rune(project, "queue:failed", env={"QUEUE_MAX_PAYLOAD_BYTES": "lots"}))
     assert "QUEUE_MAX_PAYLOAD_BYTES" in line
 
@@ -265,27 +284,47 @@ def test_failed_jobs_fit_80_columns_and_show_in_full(project: Path) -> None:
 # Item 13: every command `rune demo` suggests runs as printed.
 
 
-def suggested_commands(output: str) -> list[str]:
+def suggested_commands(output: str, rune_script: str) -> list[list[str]]:
+    """Every command the demo printed (``$ CMD`` or an indented ``CMD  # why``), as argv."""
     commands = []
     for line in output.splitlines():
-        if line.startswith(("$ rune ", "  rune ")):
-            text = line.strip().removeprefix("$ ")
-            commands.append(text.split("  #")[0].split("  (")[0].strip())
+        text = line.removeprefix("$ ").strip()
+        if line.startswith(("$ ", "  ")) and text.startswith(f"{rune_script} "):
+            commands.append(shlex.split(text.split("  #")[0].split("  (")[0]))
     return commands
 
 
 @pytest.mark.parametrize("driver", ["database", "redis", "sync"])
 def test_the_demos_commands_run_as_printed(driver: str, tmp_path: Path, redis_url: str) -> None:
-    env = {"QUEUE_REDIS_PREFIX": f"rqtest-demo-{uuid.uuid4().hex[:8]}", "REDIS_URL": redis_url}
+    # Run as the README does, `.venv/bin/rune demo`, with the virtualenv not activated: what it
+    # prints must run as printed all the same.
+    rune_script = str(Path(sys.executable).parent / "rune")
+    path = os.pathsep.join(
+        part
+        for part in os.environ["PATH"].split(os.pathsep)
+        if Path(part) != Path(rune_script).parent
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("QUEUE_", "DATABASE_URL"))},
+        "PATH": path,
+        "COLUMNS": "80",
+        "QUEUE_REDIS_PREFIX": f"rqtest-demo-{uuid.uuid4().hex[:8]}",
+        "REDIS_URL": redis_url,
+    }
+
+    def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+
     try:
-        demo = rune(tmp_path, "demo", "--driver", driver, env=env)
+        demo = run([rune_script, "demo", "--driver", driver])
         assert demo.returncode == 0, demo.stdout + demo.stderr
-        commands = suggested_commands(demo.stdout)
-        assert any(command.startswith("rune queue:retry") for command in commands)
+        commands = suggested_commands(demo.stdout, rune_script)
+        assert any("queue:retry" in command for command in commands), demo.stdout
         for command in commands:
-            done = rune(tmp_path, *command.split()[1:], env=env)
+            done = run(command)
             output = done.stdout + done.stderr
-            if driver == "sync" and command.startswith("rune queue:retry"):
+            if driver == "sync" and "queue:retry" in command:
                 # A sync retry runs the job here and now: it declines again, and says so.
                 assert "failed again" in output and "card declined" in output, output
             else:
@@ -304,6 +343,18 @@ def test_the_demos_commands_run_as_printed(driver: str, tmp_path: Path, redis_ur
 def test_retrying_or_forgetting_an_unknown_id_exits_non_zero(project: Path) -> None:
     assert rune(project, "queue:retry", "99999").returncode == 1
     assert rune(project, "queue:forget", "99999").returncode == 1
+    line = one_line_error(rune(project, "queue:failed", "81de"))
+    assert "8 or more characters" in line
+
+
+def test_piped_failed_jobs_are_not_cut_to_a_terminal(project: Path) -> None:
+    dispatch(project, "declines", env={"QUEUE_DRIVER": "sync"})
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "DATABASE_URL")}
+    done = subprocess.run(
+        [sys.executable, "-m", "runequeue", "queue:failed"], cwd=project, env=env,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "x" * 300 in done.stdout
 
 
 def test_read_only_commands_do_not_create_a_database(tmp_path: Path) -> None:

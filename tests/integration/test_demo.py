@@ -19,5 +19,5 @@ def test_demo_runs_end_to_end_and_tells_it_in_order(tmp_path: Path) -> None:
     assert "worker stopped after 4 job(s)" in out
     assert "FAIL  demo.ChargeCard" in out
     # The worker's batched log lines come out before what the demo prints after the worker.
-    assert out.index("worker stopped") < out.index("rune queue:failed")
-    assert "card declined for order 42" in out.split("rune queue:failed", 1)[1]
+    assert out.index("worker stopped") < out.index("queue:failed")
+    assert "card declined for order 42" in out.split("queue:failed", 1)[1]

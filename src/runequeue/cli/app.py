@@ -49,7 +49,7 @@ def cli(verbose: bool) -> None:
 
     \b
     Start with:  rune demo
-    Then:        rune migrate && rune queue:work --import myapp.jobs
+    Then:        rune migrate && rune queue:work database --import myapp.jobs
     """
 
 

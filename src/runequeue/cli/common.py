@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -46,24 +47,46 @@ def database_url_option(function: F) -> F:
 
 
 def import_job_modules(flagged: tuple[str, ...]) -> list[str]:
-    """Import the modules named by ``--import`` and ``RUNE_IMPORTS``; returns their names.
+    """Import the modules named by ``--import``, or else by ``RUNE_IMPORTS``; returns their names.
 
     The operator names these modules (a flag, the environment or ``.env``); payloads never do.
     """
-    modules = [*imports_from_env(), *flagged]
+    # Flags win over the environment, here as everywhere.
+    modules, source = list(flagged), "--import"
+    if not flagged:
+        modules, source = imports_from_env(), "RUNE_IMPORTS"
     sys.path.insert(0, str(Path.cwd()))  # `myapp.jobs` from the project directory, as Python does
     for module in modules:
+        named = f"job module {module!r} (from {source})"
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            raise ConfigError(
-                f"cannot import job module {module!r}: {exc}; run rune from your project's "
-                "directory or add it to PYTHONPATH"
-            ) from exc
+            raise ConfigError(_not_found(named, module, exc)) from exc
         except RuneQueueError as exc:  # DuplicateJobName, say
-            raise ConfigError(f"job module {module!r}: {one_line(str(exc))}") from exc
+            raise ConfigError(f"{named}: {one_line(str(exc))}") from exc
         except Exception as exc:
-            raise ConfigError(
-                f"job module {module!r} failed to import: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise ConfigError(f"{named} failed to import: {type(exc).__name__}: {exc}") from exc
     return modules
+
+
+def _not_found(named: str, module: str, exc: ModuleNotFoundError) -> str:
+    missing = exc.name or ""
+    if missing and missing != module and not module.startswith(f"{missing}."):
+        # The module was found; something it imports was not.
+        return f"{named} imports {missing!r}, which is not installed in this environment"
+    return (
+        f"cannot import {named}: {exc}; run rune from your project's directory or add it "
+        "to PYTHONPATH"
+    )
+
+
+def rune_command() -> str:
+    """How to run ``rune`` again as this process was run, so printed commands work as printed:
+    ``rune`` when it is on PATH, else the path it was started by (``.venv/bin/rune``)."""
+    started_as = sys.argv[0]
+    if Path(started_as).name == "rune":
+        on_path = shutil.which("rune")
+        if on_path is not None and Path(on_path).resolve() == Path(started_as).resolve():
+            return "rune"
+        return started_as
+    return f"{sys.executable} -m runequeue"  # python -m runequeue

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 import msgspec
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -19,7 +21,7 @@ from runequeue.cli.common import (
     import_job_modules,
     import_option,
 )
-from runequeue.failed import FailedJob
+from runequeue.failed import SHORT_ID_LENGTH, FailedJob
 from runequeue.failures import FailedJobs
 
 
@@ -48,7 +50,7 @@ def queue_failed(
         if job_ref is not None:
             job = failed.find(job_ref)
             if job is None:
-                raise click.ClickException(f"no failed job with id {job_ref}")
+                raise click.ClickException(_not_found(job_ref))
             _show(job, as_json=as_json)
             return
         jobs = failed.list(queue)
@@ -56,7 +58,7 @@ def queue_failed(
         for job in jobs:
             click.echo(msgspec.json.encode(_as_dict(job)))
     elif jobs:
-        console.print(_table(jobs))
+        _print_table(jobs)
     else:
         console.print("no failed jobs")
 
@@ -110,7 +112,7 @@ def queue_forget(job_ref: str, database_url: str | None) -> None:
     """
     with _failed_jobs(database_url) as failed:
         if not failed.forget(job_ref):
-            raise click.ClickException(f"no failed job with id {job_ref}")
+            raise click.ClickException(_not_found(job_ref))
     console.print(f"forgot failed job {job_ref}")
 
 
@@ -126,7 +128,8 @@ def queue_flush(hours: float | None, database_url: str | None) -> None:
     """
     with _failed_jobs(database_url) as failed:
         count = failed.flush(hours=hours)
-    console.print(f"deleted {count} failed job(s)")
+    older = "" if hours is None else f" older than {hours:g} hours"
+    console.print(f"deleted {count} failed job(s){older}")
 
 
 @cli.command("queue:prune-failed")
@@ -146,7 +149,23 @@ def queue_prune_failed(hours: float, database_url: str | None) -> None:
     console.print(f"deleted {count} failed job(s) older than {hours:g} hours")
 
 
-def _table(jobs: list[FailedJob]) -> Table:
+def _not_found(job_ref: str) -> str:
+    message = f"no failed job with id {job_ref}"
+    if len(job_ref) < SHORT_ID_LENGTH and not job_ref.isdigit():
+        message += f" (a uuid prefix needs {SHORT_ID_LENGTH} or more characters)"
+    return message
+
+
+def _print_table(jobs: list[FailedJob]) -> None:
+    # Piped into grep or a file, nothing is cut to fit a terminal that is not there (COLUMNS, when
+    # set, still wins).
+    out = console
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        out = Console(width=100_000, soft_wrap=True)
+    out.print(_table(jobs, out.width))
+
+
+def _table(jobs: list[FailedJob], line_width: int) -> Table:
     # Narrow enough for 80 columns: the uuid is cut to its first 8 characters (which every
     # command accepts), and the exception to what fits; `rune queue:failed ID` shows it all.
     rows = [
@@ -164,11 +183,11 @@ def _table(jobs: list[FailedJob]) -> Table:
     table = Table(box=None, pad_edge=False)
     used = 0
     for position, header in enumerate(headers):  # whole, so they can be copied
-        width = max(len(header), *(len(row[position]) for row in rows))
-        table.add_column(header, no_wrap=True, min_width=width)
-        used += width + 2  # and the padding between columns
+        column_width = max(len(header), *(len(row[position]) for row in rows))
+        table.add_column(header, no_wrap=True, min_width=column_width)
+        used += column_width + 2  # and the padding between columns
     # The exception gives way: it gets what is left of the terminal, and no less than 20.
-    room = max(console.width - used, 20)
+    room = max(line_width - used, 20)
     table.add_column("exception", no_wrap=True, overflow="ellipsis", max_width=room)
     for row in rows:
         table.add_row(*(escape(cell) for cell in row))

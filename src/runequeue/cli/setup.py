@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from runequeue.cli.app import cli
-from runequeue.cli.common import config_for, console
+from runequeue.cli.common import config_for, console, rune_command
 from runequeue.config import QueueConfig
 from runequeue.database import redacted
 from runequeue.failures import FailedJobs
@@ -55,7 +55,8 @@ def demo_command(driver: str) -> None:
     if migration.created or migration.upgraded:
         console.print(f"rune migrate: {migration.describe(redacted(config.database_url))}")
     table = Table("job", "id", "outcome", title=f"runequeue demo on the {config.driver} driver")
-    work = f"rune queue:work {driver} --import runequeue.demo --queue demo --stop-when-empty"
+    rune = rune_command()  # `.venv/bin/rune` when that is how the demo was run
+    work = f"{rune} queue:work {driver} --import runequeue.demo --queue demo --stop-when-empty"
     if config.driver == "sync":
         logging.getLogger("runequeue").setLevel(logging.CRITICAL)  # the table says it all
         demo.run_sync_demo(config, table.add_row)
@@ -67,23 +68,23 @@ def demo_command(driver: str) -> None:
         setup_worker_logging()
         demo.work_examples(config)
         flush_logs()  # the worker's lines, before the failed-jobs table below them
-    _show_failed_and_next_steps(config, work)
+    _show_failed_and_next_steps(config, rune, work)
 
 
-def _show_failed_and_next_steps(config: QueueConfig, work: str) -> None:
-    console.print("$ rune queue:failed  (ChargeCard always declines, so it is there)")
+def _show_failed_and_next_steps(config: QueueConfig, rune: str, work: str) -> None:
+    click.echo(f"$ {rune} queue:failed  (ChargeCard always declines, so it is there)")
     with FailedJobs(config) as failed:
         latest = [job for job in failed.list() if job.job_name == "demo.ChargeCard"][-1:]
     for job in latest:
         error = escape(job.exception_line)
         console.print(f"  {job.id}  {job.short_id}  {job.job_name}  [red]{error}[/red]")
         click.echo("Try next:")  # click, not rich: a command must never be wrapped
-        click.echo(f"  rune queue:failed {job.id}      # its payload and traceback")
+        click.echo(f"  {rune} queue:failed {job.id}      # its payload and traceback")
         if config.driver == "sync":
             click.echo(
-                f"  rune queue:retry {job.id} --import runequeue.demo"
+                f"  {rune} queue:retry {job.id} --import runequeue.demo"
                 "      # runs it again here (and it declines again)"
             )
         else:
-            click.echo(f"  rune queue:retry {job.id}       # back onto the demo queue")
+            click.echo(f"  {rune} queue:retry {job.id}       # back onto the demo queue")
             click.echo(f"  {work}")

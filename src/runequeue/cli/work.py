@@ -10,6 +10,7 @@ import click
 from runequeue import eventloop
 from runequeue.cli.app import cli, is_verbose
 from runequeue.cli.common import config_for, console, import_job_modules, import_option, queue_names
+from runequeue.drivers import require_a_queue
 from runequeue.eventloop import LoopChoice
 from runequeue.job import Backoff
 from runequeue.logs import setup_worker_logging
@@ -17,7 +18,8 @@ from runequeue.queue import Queue
 from runequeue.worker import WorkerOptions, run_worker
 
 
-def _backoff(text: str) -> Backoff:
+def _backoff(ctx: click.Context, param: click.Parameter, text: str) -> Backoff:
+    """A click callback, so a bad value is reported against ``--backoff``."""
     try:
         values = [float(part) for part in text.split(",")]
     except ValueError:
@@ -50,15 +52,19 @@ _not_negative = click.FloatRange(min=0)
     help="Seconds per attempt for jobs that set none; 0 means no timeout.",
 )  # fmt: skip
 @click.option(
-    "--backoff", default="0", show_default=True, help="Seconds before a retry (10, or 10,60,300)."
-)
+    "--backoff", default="0", show_default=True, callback=_backoff,
+    help="Seconds before a retry (10, or 10,60,300).",
+)  # fmt: skip
 @click.option(
     "--sleep", type=_positive, default=3.0, show_default=True,
     help="Longest idle wait in seconds (a new job wakes the worker at once).",
 )  # fmt: skip
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Stop after this many jobs.")
 @click.option("--max-time", type=_positive, help="Stop after this many seconds.")
-@click.option("--stop-when-empty", is_flag=True, help="Stop once the queues are empty.")
+@click.option(
+    "--stop-when-empty", is_flag=True,
+    help="Stop once no job is ready and none runs (delayed jobs wait for a later worker).",
+)  # fmt: skip
 @click.option(
     "--shutdown-timeout", type=_not_negative, default=25.0, show_default=True,
     help="Seconds running jobs get to finish on SIGTERM.",
@@ -88,7 +94,7 @@ def queue_work(
     concurrency: int,
     tries: int,
     timeout: float,
-    backoff: str,
+    backoff: Backoff,
     sleep: float,
     max_jobs: int | None,
     max_time: float | None,
@@ -110,13 +116,14 @@ def queue_work(
       rune queue:work database --import myapp.jobs --queue high,default
     """
     config = config_for(connection, retry_after_s=retry_after)
+    require_a_queue(config)
     import_job_modules(imports)
     options = WorkerOptions(
         queues=queue_names(queues, config),
         concurrency=concurrency,
         tries=tries,
         timeout_s=timeout if timeout > 0 else None,
-        backoff=_backoff(backoff),
+        backoff=backoff,
         sleep_s=sleep,
         max_jobs=max_jobs,
         max_time_s=max_time,
@@ -147,6 +154,7 @@ def queue_size(connection: str | None, queues: str | None) -> None:
       rune queue:size redis --queue emails,default
     """
     config = config_for(connection)
+    require_a_queue(config)
     for name in queue_names(queues, config):
         console.print(f"{name}: {Queue.size(config, name)}")
 
@@ -162,5 +170,6 @@ def queue_clear(connection: str | None, queues: str | None) -> None:
       rune queue:clear database --queue emails
     """
     config = config_for(connection)
+    require_a_queue(config)
     for name in queue_names(queues, config):
         console.print(f"cleared {Queue.clear(config, name)} job(s) from {name}")

@@ -8,7 +8,7 @@ from runequeue.drivers.database import DatabaseDriver, DatabaseQueue
 from runequeue.drivers.redis import RedisDriver, RedisProducer
 from runequeue.errors import ConfigError
 
-__all__ = ["open_driver", "open_producer"]
+__all__ = ["open_driver", "open_producer", "require_a_queue"]
 
 
 def open_producer(config: QueueConfig) -> Producer:
@@ -35,7 +35,17 @@ def open_driver(config: QueueConfig) -> Driver:
     raise _unsupported(config)
 
 
+def require_a_queue(config: QueueConfig) -> None:
+    """Raise `ConfigError` saying what to set when ``config``'s driver keeps no queue (sync)."""
+    if config.driver == "sync":
+        raise _unsupported(config)
+
+
 def _unsupported(config: QueueConfig) -> ConfigError:
     if config.driver == "sync":
-        return ConfigError("the sync driver runs jobs inside dispatch; there is no queue to work")
+        return ConfigError(
+            "the sync driver runs jobs inside dispatch, so it keeps no queue: set "
+            "QUEUE_DRIVER=database (or redis) in the environment or .env, or name the driver, "
+            "as in `rune queue:work database --import myapp.jobs`"
+        )
     return ConfigError(f"unknown queue driver {config.driver!r}")

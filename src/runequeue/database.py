@@ -35,6 +35,7 @@ from runequeue.errors import (
     MissingTable,
     RuneQueueError,
 )
+from runequeue.text import one_line
 from runequeue.urls import hide_password
 
 # Dialect -> (DBAPI module, SQLAlchemy driver name), in order of preference.
@@ -130,13 +131,8 @@ def _sqlite_path(url: URL) -> str | None:
 
 
 def redacted(url: str) -> str:
-    """``url`` without its password."""
-    try:
-        parsed = make_url(url)
-    except (sa.exc.ArgumentError, ValueError):
-        return hide_password(url)  # not SQLAlchemy's to read, but it may still hold a password
-    # Rendered only when there is a password to hide: rendering escapes "sqlite:///:memory:".
-    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+    """``url`` without its password (before the host or in the query string)."""
+    return hide_password(url)
 
 
 @contextlib.contextmanager
@@ -159,12 +155,12 @@ def mapped_errors(
         specific = _classified(exc, url)
         if specific is not None:
             raise specific from exc
-        where, detail = redacted(url), _one_line(exc.orig)
+        where, detail = redacted(url), one_line(exc.orig)
         if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
             raise unavailable(f"database {where} is unavailable: {detail}") from exc
         raise failed(f"database {where} failed: {detail}") from exc
     except sa.exc.SQLAlchemyError as exc:
-        raise failed(f"database {redacted(url)} failed: {_one_line(exc)}") from exc
+        raise failed(f"database {redacted(url)} failed: {one_line(exc)}") from exc
 
 
 def _classified(exc: sa.exc.DBAPIError, url: str) -> RuneQueueError | None:
@@ -273,7 +269,7 @@ def _missing_sqlite_file(path: str) -> MissingDatabase:
 def _access_denied(parsed: URL, reason: str) -> DatabaseAccessDenied:
     return DatabaseAccessDenied(
         f"database server {_server(parsed)} refused user {parsed.username!r}: "
-        f"{_one_line(reason)}; fix the user name or password in DATABASE_URL"
+        f"{one_line(reason)}; fix the user name or password in DATABASE_URL"
     )
 
 
@@ -287,8 +283,3 @@ def _quoted(text: str, quote: str) -> str | None:
     """The first ``quote``-delimited name in a server message."""
     found = re.search(f"{quote}([^{quote}]+){quote}", text)
     return found.group(1) if found else None
-
-
-def _one_line(error: object) -> str:
-    """A driver's message on one line (libpq's have hints on lines of their own)."""
-    return " ".join(str(error).split())

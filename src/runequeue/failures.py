@@ -15,13 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Literal
 
+from runequeue import job as job_registry
 from runequeue import payload
 from runequeue.config import QueueConfig
 from runequeue.drivers.base import Outgoing
-from runequeue.errors import AmbiguousJobRef, PayloadError, RuneQueueError, UnknownJob
+from runequeue.errors import AmbiguousJobRef, PayloadError, RuneQueueError
 from runequeue.failed import Claimed, FailedJob, FailedJobStore
 from runequeue.queue import push_stored
-from runequeue.runner import Attempt, JobDefaults, log_attempt, run_attempt
+from runequeue.runner import Attempt, run_once
 
 RetryStatus = Literal["retried", "missing", "error"]
 JobRef = int | str  # a row id, or a job's uuid or a unique prefix of it (8 hex digits or more)
@@ -161,11 +162,7 @@ class FailedJobs:
         problem = self._cannot_build(failed)
         if problem is not None:  # the row and its exception stay as they are
             return RetryOutcome(failed.id, "error", failed.job_id, problem)
-        defaults = JobDefaults(tries=1, timeout_s=None)
-        attempt: Attempt = _run_coroutine(
-            run_attempt(failed.payload, 1, defaults, codec=self.config.codec, only_try=True)
-        )
-        log_attempt(attempt, 1)
+        attempt: Attempt = _run_coroutine(run_once(failed.payload, self.config.codec))
         if attempt.error is None:
             claimed.delete()
             return RetryOutcome(failed.id, "retried", failed.job_id, "sync: ran here, and done")
@@ -177,14 +174,15 @@ class FailedJobs:
         """Why this process cannot rebuild the job (and so must not run it), or ``None``."""
         try:
             envelope = self.config.codec.decode(failed.payload)
+        except PayloadError as exc:
+            return f"cannot build the job from its stored payload: {exc}"
+        if not job_registry.is_registered(envelope.job):
+            return (
+                f"job class {envelope.job!r} is not registered in this process; "
+                "name the module that defines it with --import (or RUNE_IMPORTS)"
+            )
+        try:
             payload.build_job(envelope, attempt=1)
-        except UnknownJob as exc:
-            if str(exc).startswith("no job class"):
-                return (
-                    f"job class {envelope.job!r} is not registered in this process; "
-                    "name the module that defines it with --import (or RUNE_IMPORTS)"
-                )
-            return f"cannot build the job: {exc}"
         except PayloadError as exc:
             return f"cannot build the job from its stored payload: {exc}"
         return None

@@ -10,7 +10,9 @@ caller lookup (`log_line`). A worker killed with SIGKILL can lose the last
 
 from __future__ import annotations
 
+import json
 import logging
+import logging.config
 import sys
 import threading
 import time
@@ -100,6 +102,8 @@ def setup_worker_logging(
     """
     if config_file is not None:
         load_logging_config(config_file)
+        if level < logging.INFO:  # `rune -v`: the file routes the lines, -v still asks for more
+            logging.getLogger(RUNEQUEUE_LOGGER).setLevel(level)
         return
     logger = logging.getLogger(RUNEQUEUE_LOGGER)
     for old in [h for h in logger.handlers if isinstance(h, BatchingStreamHandler)]:
@@ -115,9 +119,6 @@ def setup_worker_logging(
 
 def load_logging_config(path: str) -> None:
     """Apply a standard `logging.config` file: JSON for dictConfig, INI for fileConfig."""
-    import json
-    import logging.config
-
     try:
         if path.endswith(".json"):
             with open(path, encoding="utf-8") as config:

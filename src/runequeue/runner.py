@@ -33,6 +33,7 @@ from runequeue.retry import (
     decide,
     defer_unknown,
 )
+from runequeue.text import one_line
 
 log = logging.getLogger("runequeue.worker")
 
@@ -94,7 +95,7 @@ def error_summary(error: BaseException) -> str:
     name = kind.__qualname__
     if kind.__module__ != "builtins":
         name = f"{kind.__module__}.{name}"
-    message = " ".join(str(error).split())
+    message = one_line(error)
     text = f"{name}: {message}" if message else name
     if len(text) > ERROR_SUMMARY_CHARS:
         text = text[: ERROR_SUMMARY_CHARS - 1] + "…"
@@ -270,6 +271,15 @@ def _log_unknown_job_deferred(attempt: Attempt, attempts: int) -> None:
     )  # fmt: skip
 
 
+async def run_once(raw: bytes, codec: Codec) -> Attempt:
+    """Run a job's one and only attempt here and now, with no timeout, and log its line: the
+    sync driver's dispatch, and a retried ``sync`` job."""
+    attempt = await run_attempt(raw, 1, JobDefaults(tries=1, timeout_s=None), codec=codec,
+                                only_try=True)  # fmt: skip
+    log_attempt(attempt, 1)
+    return attempt
+
+
 async def run_now(
     raw: bytes, *, connection: str, queue: str, store: FailedJobStore, codec: Codec
 ) -> None:
@@ -280,21 +290,18 @@ async def run_now(
     warning and the job's own error is still what the caller gets: code (and tests) that expect
     ``RuntimeError`` from a job must not get a storage error instead.
     """
-    defaults = JobDefaults(tries=1, timeout_s=None)
-    attempt = await run_attempt(raw, 1, defaults, codec=codec, only_try=True)
-    log_attempt(attempt, 1)
+    attempt = await run_once(raw, codec)
     if attempt.error is None:
         return
     failure = FailedJob(attempt.job_id, connection, queue, raw, attempt.error_text())
     try:
         await asyncio.to_thread(store.record, failure)
     except RuneQueueError as exc:  # FailedStoreError, or a ConfigError (no database driver)
-        problem = " ".join(str(exc).split())  # one line, whatever the database said
         log.warning(
             "job %s (%s) failed with %s and could not be recorded in failed_jobs: %s",
             attempt.job_name,
             attempt.job_id,
             type(attempt.error).__name__,
-            problem,
+            one_line(exc),  # whatever the database said
         )
     raise attempt.error

@@ -48,20 +48,20 @@ class DaemonThreadPool(Executor):
         self._threads: list[threading.Thread] = []
         self._idle = threading.Semaphore(0)
         self._lock = threading.Lock()
-        self._busy = 0
+        self._running = 0
         self._shut_down = False
 
     @property
-    def busy(self) -> int:
-        """Calls submitted and not finished yet (running, or waiting for a thread)."""
-        return self._busy
+    def running(self) -> int:
+        """Calls running now: at exit, the handlers that are abandoned (a call that was cancelled
+        while it waited for a thread never runs, and is not counted)."""
+        return self._running
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         future: Future[T] = Future()
         with self._lock:
             if self._shut_down:
                 raise RuntimeError("cannot run a job after the worker's threads were shut down")
-            self._busy += 1
             self._calls.put(_Call(future, fn, args, kwargs))
             self._add_thread_unless_one_is_idle()
         return future
@@ -77,9 +77,12 @@ class DaemonThreadPool(Executor):
 
     def _serve(self) -> None:
         while (call := self._calls.get()) is not None:
-            call.run()
-            with self._lock:
-                self._busy -= 1
+            if not call.future.cancelled():  # cancelled while it waited: nothing to run
+                with self._lock:
+                    self._running += 1
+                call.run()
+                with self._lock:
+                    self._running -= 1
             del call  # drop the job before idling, as ThreadPoolExecutor does
             self._idle.release()
 
@@ -107,4 +110,3 @@ class DaemonThreadPool(Executor):
                 return
             if call is not None:
                 call.future.cancel()
-                self._busy -= 1

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+import re
+from urllib.parse import urlsplit
+
+# `?password=...` (redis-py and libpq both take one in the query string).
+_QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&]*")
 
 
 def hide_password(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (any scheme: redis, postgresql, mysql...)."""
+    """``url`` with its password replaced by ``***`` (any scheme: redis, postgresql, mysql...),
+    whether it stands before the host or in the query string."""
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:  # not a URL we can take apart: show nothing of it that could be secret
         return "<unparsable URL>"
-    if not password:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    shown = url  # edited as text: urlunsplit would drop sqlite:///'s empty host
+    if password:
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        shown = shown.replace(parts.netloc, f"{user}:***@{host}", 1)
+    query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
+    if query != parts.query:
+        shown = shown.replace(f"?{parts.query}", f"?{query}", 1)
+    return shown

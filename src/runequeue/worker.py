@@ -155,7 +155,7 @@ class Worker:
     def _abandon_threads(self) -> None:
         """Stop the job threads without waiting: one still running holds a handler that timed out
         (or was put back on shutdown), and a thread cannot be stopped; it ends with the process."""
-        running = self._executor.busy
+        running = self._executor.running
         self._executor.shutdown(wait=False, cancel_futures=True)
         if running:
             log.warning("%d job thread(s) still running were abandoned (their attempts have "

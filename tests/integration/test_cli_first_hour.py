@@ -145,6 +145,7 @@ def test_a_failed_sync_job_is_retried_with_import_and_an_explicit_database(proje
     assert "ValueError: card declined for order 7" in kept.stdout  # not replaced by UnknownJob
 
     again = rune(project, "queue:retry", "1", "--import", "app_jobs", "--database-url", url)
+    assert again.returncode == 1  # it ran, and failed again
     assert "failed again" in again.stdout and "card declined" in again.stdout
 
 
@@ -199,6 +200,15 @@ def test_log_config_configures_every_logger(project: Path) -> None:
     log = (project / "all.log").read_text()
     assert "INFO app.jobs hello ada" in log
     assert "INFO runequeue.worker DONE  app.Hello" in log
+
+    # `rune -v` still asks for runequeue's DEBUG lines (the tracebacks of failed attempts).
+    dispatch(project, "declines", env={"QUEUE_DRIVER": "database"})
+    done = rune(
+        project, "-v", "queue:work", "database", "--import", "app_jobs", "--stop-when-empty",
+        "--log-config", "logging.ini",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "DEBUG runequeue.worker" in (project / "all.log").read_text()
 
 
 # Item 11: every CLI error is one line and a non-zero exit; the traceback only with -v.
@@ -345,6 +355,7 @@ def test_retrying_or_forgetting_an_unknown_id_exits_non_zero(project: Path) -> N
     assert rune(project, "queue:forget", "99999").returncode == 1
     line = one_line_error(rune(project, "queue:failed", "81de"))
     assert "8 or more characters" in line
+    assert "missing deadbeef0 " in rune(project, "queue:retry", "deadbeef0").stdout  # as typed
 
 
 def test_piped_failed_jobs_are_not_cut_to_a_terminal(project: Path) -> None:

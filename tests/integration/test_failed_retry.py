@@ -143,7 +143,7 @@ def _envelope(job: str, data: dict[str, object]) -> bytes:
         (
             _envelope("myapp.NotImported", {}),
             "job class 'myapp.NotImported' is not registered in this process; "
-            "pass --import myapp.jobs or set RUNE_IMPORTS",
+            "name the module that defines it with --import (or RUNE_IMPORTS)",
         ),
         (_envelope("tests.TypedUser", {"user_id": "abc"}), "cannot build the job"),
         (b"\x80 not json", "cannot build the job"),

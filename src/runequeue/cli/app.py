@@ -8,6 +8,7 @@ from typing import NoReturn
 import click
 
 from runequeue.errors import RuneQueueError
+from runequeue.text import one_line
 
 VERBOSE_HELP = "Show tracebacks, and the worker's DEBUG lines (tracebacks of failed attempts)."
 
@@ -34,11 +35,6 @@ class RuneGroup(click.Group):
 
 def is_verbose(ctx: click.Context) -> bool:
     return bool(ctx.find_root().params.get("verbose"))
-
-
-def one_line(text: str) -> str:
-    """A message on one line: database drivers put DETAIL and HINT on lines of their own."""
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 @click.group(cls=RuneGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
-from runequeue.cli.app import one_line
 from runequeue.config import QueueConfig, imports_from_env
 from runequeue.errors import ConfigError, RuneQueueError
+from runequeue.text import one_line
 
 console = Console(soft_wrap=True)  # a line with an id or a command in it must stay whole
 F = TypeVar("F", bound=Callable[..., Any])

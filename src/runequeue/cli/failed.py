@@ -90,8 +90,9 @@ def queue_retry(
         console.print("no failed jobs to retry")
     for outcome in outcomes:
         colour = {"retried": "green", "missing": "yellow", "error": "red"}[outcome.status]
+        named = outcome.row_id or escape(outcome.ref)  # 0: the ref named no row
         console.print(
-            f"[{colour}]{outcome.status}[/{colour}] {outcome.row_id} {outcome.job_id} "
+            f"[{colour}]{outcome.status}[/{colour}] {named} {outcome.job_id} "
             f"{escape(outcome.detail)}"
         )
     if any(outcome.status != "retried" for outcome in outcomes):

@@ -57,7 +57,7 @@ _not_negative = click.FloatRange(min=0)
 )  # fmt: skip
 @click.option(
     "--sleep", type=_positive, default=3.0, show_default=True,
-    help="Longest idle wait in seconds (a new job wakes the worker at once).",
+    help="Longest idle wait in seconds (Redis and PostgreSQL wake an idle worker at once).",
 )  # fmt: skip
 @click.option("--max-jobs", type=click.IntRange(min=1), help="Stop after this many jobs.")
 @click.option("--max-time", type=_positive, help="Stop after this many seconds.")

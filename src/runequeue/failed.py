@@ -21,10 +21,9 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from runequeue import payload
 from runequeue.database import create_engine, mapped_errors
-from runequeue.drivers import sql
 from runequeue.drivers.base import Outgoing
-from runequeue.drivers.database import NOTIFY_CHANNEL
-from runequeue.schema import failed_jobs, jobs
+from runequeue.drivers.database import store_jobs
+from runequeue.schema import failed_jobs
 
 SHORT_ID_LENGTH = 8  # what `rune queue:failed` shows of a uuid, and the shortest prefix accepted
 _HEX = re.compile(r"[0-9a-f]+")
@@ -180,16 +179,8 @@ class Claimed:
         one's write lock ("database is locked"), and a crash between two transactions could
         lose the job or queue it twice.
         """
-        dialect = self._conn.dialect.name
-        queued = sa.select(jobs.c.id).where(jobs.c.uuid == item.job_id)
-        if self._conn.execute(queued).first() is not None:
+        if not store_jobs(self._conn, [item]):
             return False  # a worker has not finished with it yet: its row is there, and stays
-        # Checked, not counted: PostgreSQL's INSERT here returns its ids, so no rowcount. Only a
-        # retry of this row (which waits for our lock) would insert this uuid meanwhile.
-        self._conn.execute(sql.insert_jobs(dialect), sql.job_rows([item]))
-        if dialect == "postgresql":
-            # Delivered when the claim commits, so idle workers wake to a visible job.
-            self._conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "")))
         self.delete()
         return True
 

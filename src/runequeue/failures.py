@@ -144,7 +144,12 @@ class FailedJobs:
                     "failure); try again in a moment"
                 )
             return None
-        push_stored(self.config.with_driver(failed.connection), [item])
+        if not push_stored(self.config.with_driver(failed.connection), [item]):
+            # Its id is still there (its failure recorded, not yet purged): pushing skipped it.
+            return (
+                f"job {failed.job_id} is still in {failed.connection} (a worker is recording its "
+                "failure); try again in a moment"
+            )
         claimed.delete()
         return None
 

@@ -241,9 +241,10 @@ def _sync_driver(config: QueueConfig) -> SyncDriver:
     return driver
 
 
-def push_stored(config: QueueConfig, items: Sequence[Outgoing]) -> None:
-    """Push already-encoded jobs (a retried failed job) to ``config``'s backend."""
-    _producer(config).push(items)
+def push_stored(config: QueueConfig, items: Sequence[Outgoing]) -> int:
+    """Push already-encoded jobs (a retried failed job) to ``config``'s backend; how many were
+    stored (a job id the backend still holds is skipped)."""
+    return _producer(config).push(items)
 
 
 def _producer(config: QueueConfig) -> Producer:

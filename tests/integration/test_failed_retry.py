@@ -4,6 +4,7 @@ build; ids that are never reused; rows named by uuid or uuid prefix."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 from collections.abc import Callable
@@ -15,11 +16,12 @@ import sqlalchemy as sa
 
 from runequeue import Queue, QueueConfig
 from runequeue.database import create_engine
+from runequeue.drivers import open_driver
 from runequeue.drivers.base import Outgoing
 from runequeue.failed import FailedJob, FailedJobStore
 from runequeue.failures import AmbiguousJobRef, FailedJobs
 from runequeue.schema import failed_jobs, jobs, migrate, run_migrations
-from tests.support.jobs import Boom, FailsUntilFixed, read_ledger
+from tests.support.jobs import Boom, FailsUntilFixed, Record, read_ledger
 from tests.workers import failed_jobs as stored_failures
 from tests.workers import push_raw, work
 
@@ -126,6 +128,42 @@ def test_a_job_still_in_the_jobs_table_is_not_queued_twice(
         assert outcome.status == "error" and "still in the jobs table" in outcome.detail
         assert failed.list() == [row]
     assert Queue.size(cfg) == 1
+
+
+def test_a_job_still_in_redis_is_not_reported_retried(config: QueueConfig, tmp_path: Path) -> None:
+    """Its failure was recorded but not yet purged from Redis (the id is still in the queue's
+    payload hash and outbox): a push would skip it, so the row stays until a worker purges it."""
+    ledger = tmp_path / "ledger"
+    job_id = Queue.dispatch(config, Record(ledger=str(ledger)))
+
+    async def bury_without_purging() -> bytes:
+        driver = open_driver(config)
+        try:
+            (taken,) = (await driver.reserve("default", 1, lease_s=30, default_tries=1)).jobs
+            assert await driver.bury(taken, "tests.Boom: boom")
+            return taken.raw
+        finally:
+            await driver.close()
+
+    raw = asyncio.run(bury_without_purging())
+    store = FailedJobStore(config.database_url)
+    store.record(FailedJob(job_id, "redis", "default", raw, "tests.Boom: boom"))
+    store.close()
+    with FailedJobs(config) as failed:
+        (row,) = failed.list()
+        (outcome,) = failed.retry([row.id])
+        assert outcome.status == "error", outcome
+        assert f"job {job_id} is still in redis" in outcome.detail
+        assert "try again in a moment" in outcome.detail
+        assert [job.job_id for job in failed.list()] == [job_id]
+    assert Queue.size(config) == 0
+
+    work(config)  # a worker records the buried job (again) and purges it
+    with FailedJobs(config) as failed:
+        (outcome,) = failed.retry("all")
+        assert outcome.status == "retried", outcome
+    work(config)
+    assert [event for event, *_ in read_ledger(ledger)] == ["done"]
 
 
 # Item 5: a sync row this process cannot build stays as it was.

@@ -106,13 +106,24 @@ def test_an_unknown_job_name_is_put_back_with_its_attempt_refunded(
 
 
 def test_an_unknown_job_name_is_put_back_after_a_delay_on_the_database_driver(
-    sqlite_url: str,
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("runequeue.retry.UNKNOWN_JOB_DELAY_S", 0.0)  # come back at once
     config = QueueConfig(driver="database", database_url=sqlite_url)
     unknown_job(config, age_s=0)
-    work(config)  # one look: the job is put back for later, so the queue is empty now
+    work(config, max_jobs=3, tries=1)  # taken three times, so two refunds are seen
     assert failed_jobs(config) == []
     assert Queue.size(config) == 1
+
+    async def attempts_on_next_reserve() -> int:
+        driver = open_driver(config)
+        try:
+            batch = await driver.reserve(config.queue_name, 1, lease_s=30, default_tries=1)
+            return batch.jobs[0].attempts
+        finally:
+            await driver.close()
+
+    assert asyncio.run(attempts_on_next_reserve()) == 1  # every attempt was given back
 
 
 def test_an_unknown_job_name_fails_once_it_is_ten_minutes_old(config: QueueConfig) -> None:

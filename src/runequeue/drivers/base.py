@@ -63,8 +63,12 @@ class Buried:
 class Producer(Protocol):
     """Blocking access for dispatch from plain code and for the CLI."""
 
-    def push(self, items: Sequence[Outgoing]) -> None:
-        """Store the jobs (all in one round trip); raises ``DispatchError`` when unreachable."""
+    def push(self, items: Sequence[Outgoing]) -> int:
+        """Store the jobs (all in one round trip); raises ``DispatchError`` when unreachable.
+
+        Returns how many were stored: a job whose id the backend still holds is skipped (so a
+        push repeated after an ambiguous network error stores nothing twice), and not counted.
+        """
 
     def size(self, queue: str) -> int:
         """Jobs waiting, delayed or reserved on ``queue``."""
@@ -78,7 +82,8 @@ class Producer(Protocol):
 class Driver(Protocol):
     """Asynchronous access for the worker."""
 
-    async def push(self, items: Sequence[Outgoing]) -> None: ...
+    async def push(self, items: Sequence[Outgoing]) -> int:
+        """As `Producer.push`: returns how many were stored."""
 
     async def reserve(self, queue: str, count: int, *, lease_s: float, default_tries: int) -> Batch:
         """Lease up to ``count`` ready jobs, counting an attempt for each.

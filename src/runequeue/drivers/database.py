@@ -10,13 +10,16 @@ SQLAlchemy is blocking: `DatabaseQueue` does the work, and `DatabaseDriver` runs
 the worker. On PostgreSQL, whatever makes a job runnable (a push, a release for retry, a lease
 recovered) sends a NOTIFY in its own transaction, which wakes idle workers. Other databases are
 polled, more slowly the longer they stay empty; a worker that itself made a job runnable (its
-release, its recovery) looks again at once.
+release, its recovery) looks again at once. A PostgreSQL worker that cannot open its LISTEN
+connection (the server or the role at its connection limit) polls too, and tries again now and
+then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -24,7 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from runequeue.database import create_engine, mapped_errors
+from runequeue.database import create_engine, mapped_errors, normalized_url
 from runequeue.drivers import sql
 from runequeue.drivers.base import Batch, Buried, Driver, LeaseKeeper, Outgoing, Producer, Reserved
 from runequeue.errors import (
@@ -40,6 +43,44 @@ from runequeue.payload import DEFAULT_MAX_BYTES
 NOTIFY_CHANNEL = "runequeue_jobs"
 RECOVER_EVERY_S = 1.0  # reserve also recovers expired leases, at most this often per queue
 FIRST_POLL_S = 0.05
+LISTEN_AGAIN_S = 30.0  # after a failed LISTEN, the worker polls and tries again this often
+# The LISTEN connection's connect timeout: the engine's own (runequeue.database.create_engine),
+# so an unreachable server cannot hold up a reserve, or the worker's exit, for the OS's TCP timeout.
+LISTEN_CONNECT_TIMEOUT_S = 5
+
+log = logging.getLogger("runequeue.worker")
+
+
+def notified(url: str) -> bool:
+    """Whether workers on the database at ``url`` are woken by PostgreSQL's NOTIFY; else they poll.
+
+    Only through psycopg 3, whose connections deliver notifications while waiting; the same rule
+    on psycopg2 would need a select() loop of its own, so it polls.
+    """
+    parsed = normalized_url(url)
+    return parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg"
+
+
+def store_jobs(conn: sa.Connection, items: Sequence[Outgoing]) -> int:
+    """Insert ``items`` into ``jobs`` in ``conn``'s transaction; returns how many were stored.
+
+    A job id already in the table is skipped, not counted. On PostgreSQL a stored job wakes idle
+    workers: the NOTIFY is delivered when the transaction commits, when the jobs are visible.
+    """
+    result = conn.execute(sql.insert_jobs(conn.dialect.name), sql.job_rows(items))
+    stored = len(result.all()) if result.returns_rows else int(result.rowcount)
+    if stored:
+        _notify(conn)
+    return stored
+
+
+def _notify(conn: sa.Connection) -> None:
+    """Wake idle PostgreSQL workers when ``conn``'s transaction commits (jobs visible by then).
+
+    Every path that makes a job runnable calls this; other databases are polled.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "")))
 
 
 class DatabaseQueue:
@@ -67,19 +108,10 @@ class DatabaseQueue:
         except (MissingTable, MissingDatabase, DatabaseAccessDenied) as exc:
             raise DriverError(str(exc)) from exc
 
-    def _notify(self, conn: sa.Connection) -> None:
-        """Wake idle PostgreSQL workers when ``conn``'s transaction commits (jobs visible by then).
-
-        Every path that makes a job runnable calls this; other databases are polled.
-        """
-        if self.dialect == "postgresql":
-            conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "")))
-
-    def push(self, items: Sequence[Outgoing]) -> None:
+    def push(self, items: Sequence[Outgoing]) -> int:
         try:
             with self._errors(), self.engine.begin() as conn:
-                conn.execute(sql.insert_jobs(self.dialect), sql.job_rows(items))
-                self._notify(conn)
+                return store_jobs(conn, items)
         except DriverError as exc:
             raise DispatchError(f"could not dispatch: {exc}") from exc
 
@@ -118,13 +150,19 @@ class DatabaseQueue:
             conn.execute(dead_lettered)
             recovered = conn.execute(put_back).rowcount > 0
             if recovered:
-                self._notify(conn)
+                _notify(conn)
         return recovered
 
-    def _each(self, statements: Sequence[sa.Executable]) -> list[bool]:
-        """Run each statement in one transaction; ``True`` where it changed its one row."""
+    def _each(self, statements: Sequence[sa.Executable], *, runnable: bool = False) -> list[bool]:
+        """Run each statement in one transaction; ``True`` where it changed its one row.
+
+        ``runnable``: the statements make jobs runnable, so a change wakes idle workers.
+        """
         with self._errors(), self.engine.begin() as conn:
-            return [conn.execute(statement).rowcount == 1 for statement in statements]
+            changed = [conn.execute(statement).rowcount == 1 for statement in statements]
+            if runnable and any(changed):
+                _notify(conn)
+            return changed
 
     def ack(self, items: Sequence[Reserved]) -> list[bool]:
         return self._each([sql.ack(item.job_id, item.token) for item in items])
@@ -138,12 +176,8 @@ class DatabaseQueue:
     def release(self, item: Reserved, *, delay_s: float, refund: bool) -> bool:
         delay_ms = int(delay_s * 1000)
         statement = sql.release(self.dialect, item.job_id, item.token, delay_ms, refund)
-        with self._errors(), self.engine.begin() as conn:
-            released = conn.execute(statement).rowcount == 1
-            if released:
-                # Delayed too: idle workers wake, reserve nothing, and learn when it is due.
-                self._notify(conn)
-        return released
+        # Delayed too: idle workers wake, reserve nothing, and learn when it is due.
+        return self._each([statement], runnable=True)[0]
 
     def bury(self, item: Reserved, error: str) -> bool:
         return self._each([sql.bury(self.dialect, item.job_id, item.token, error)])[0]
@@ -176,17 +210,20 @@ class DatabaseDriver:
         self.queue = DatabaseQueue(url, max_payload_bytes=max_payload_bytes)
         self._poll_s = FIRST_POLL_S
         self._look_again = asyncio.Event()  # set when this worker made a job runnable
+        self._notified = notified(url)
         self._listener: Any = None  # a psycopg 3 connection in LISTEN, on PostgreSQL
+        self._listen_at = 0.0  # monotonic time of the next LISTEN attempt
+        self._polling_instead = False  # a LISTEN failed (and was warned about)
         self._closed = False
 
-    async def push(self, items: Sequence[Outgoing]) -> None:
-        await asyncio.to_thread(self.queue.push, items)
+    async def push(self, items: Sequence[Outgoing]) -> int:
+        return await asyncio.to_thread(self.queue.push, items)
 
     async def reserve(self, queue: str, count: int, *, lease_s: float, default_tries: int) -> Batch:
-        if self._listener is None and self._can_listen():
+        if self._should_listen():
             # Listen before looking: a job made runnable after this reserve found none must
             # wake the wait that follows, and a NOTIFY sent before the LISTEN is lost.
-            await asyncio.to_thread(self._listen)
+            await asyncio.to_thread(self._listen_or_poll)
         batch = await asyncio.to_thread(
             self.queue.reserve, queue, count, lease_s=lease_s, default_tries=default_tries
         )
@@ -207,8 +244,9 @@ class DatabaseDriver:
         self._look_again.set()
 
     async def wait(self, queues: Sequence[str], timeout_s: float) -> None:
-        if self._can_listen():
-            await asyncio.to_thread(self._wait_for_notify, timeout_s)
+        listener = self._listener
+        if listener is not None:
+            await asyncio.to_thread(self._wait_for_notify, listener, timeout_s)
             return
         # Polled: soon after work was seen, then less and less often while the queue stays empty.
         # Worst case, a job another process makes runnable waits the longest interval: timeout_s.
@@ -225,30 +263,58 @@ class DatabaseDriver:
         await self.wait([queue], timeout_s)
         return await self.reserve(queue, count, lease_s=lease_s, default_tries=default_tries)
 
-    def _can_listen(self) -> bool:
-        engine = self.queue.engine
-        return engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+    def _should_listen(self) -> bool:
+        return (
+            self._notified
+            and self._listener is None
+            and not self._closed
+            and time.monotonic() >= self._listen_at
+        )
+
+    def _listen_or_poll(self) -> None:
+        """Open the LISTEN connection; if that fails, poll, and try again in `LISTEN_AGAIN_S`.
+
+        The jobs table is still reachable through the pool when a connection of its own is
+        refused (max_connections reached, a role's connection limit), so the worker keeps taking
+        jobs, seeing other processes' pushes within --sleep, as on a polled database.
+        """
+        try:
+            self._listen()
+        except DriverUnavailable as exc:
+            self._listen_at = time.monotonic() + LISTEN_AGAIN_S
+            if not self._polling_instead:  # once, not at every reserve
+                self._polling_instead = True
+                log.warning(
+                    "%s; polling for jobs instead (trying LISTEN again every %.0fs)",
+                    " ".join(str(exc).split()),
+                    LISTEN_AGAIN_S,
+                )
+            return
+        if self._polling_instead:
+            self._polling_instead = False
+            log.info("listening for new jobs again (PostgreSQL LISTEN)")
 
     def _listen(self) -> None:
+        if self._listener is not None:  # another reserve of this worker was first
+            return
         try:
-            if self._listener is None:
-                # A connection of its own, outside the pool: a LISTEN must outlive checkouts.
-                dialect = self.queue.engine.dialect
-                args, kwargs = dialect.create_connect_args(self.queue.engine.url)
-                self._listener = dialect.loaded_dbapi.connect(*args, **kwargs, autocommit=True)
-                self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            # A connection of its own, outside the pool: a LISTEN must outlive checkouts.
+            dialect = self.queue.engine.dialect
+            args, kwargs = dialect.create_connect_args(self.queue.engine.url)
+            kwargs = {**kwargs, "connect_timeout": LISTEN_CONNECT_TIMEOUT_S, "autocommit": True}
+            self._listener = dialect.loaded_dbapi.connect(*args, **kwargs)
+            self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         except Exception as exc:  # psycopg's errors: this module must not import psycopg
             self._drop_listener()
-            raise DriverUnavailable(f"could not wait for jobs: {exc}") from exc
+            raise DriverUnavailable(f"could not listen for new jobs: {exc}") from exc
 
-    def _wait_for_notify(self, timeout_s: float) -> None:
-        self._listen()
+    def _wait_for_notify(self, listener: Any, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         try:
             # In short slices, so that a closed driver's thread ends soon instead of blocking
             # the worker's exit for up to --sleep seconds.
             while not self._closed and (remaining := deadline - time.monotonic()) > 0:
-                if list(self._listener.notifies(timeout=min(remaining, 0.5), stop_after=1)):
+                if list(listener.notifies(timeout=min(remaining, 0.5), stop_after=1)):
                     return
         except Exception as exc:
             self._drop_listener()

@@ -202,19 +202,22 @@ class RedisProducer:
         self._push_line = ScriptLine(self.client, _lua("push"))
         self._clear = self.client.register_script(_lua("clear"))
 
-    def push(self, items: Sequence[Outgoing]) -> None:
+    def push(self, items: Sequence[Outgoing]) -> int:
         calls = _push_calls(self.keys, items)
         try:
-            self._push_line.call_many(calls)
+            replies = self._push_line.call_many(calls)
         except Fallback:
-            self._push_through_client(calls)
+            replies = self._push_through_client(calls)
+        # Each call's count of jobs stored. After a fallback, a job the direct path stored before
+        # it failed is skipped by the repeat, and so not counted: it is queued all the same.
+        return sum(int(stored) for stored in replies)
 
-    def _push_through_client(self, calls: Sequence[Call]) -> None:
+    def _push_through_client(self, calls: Sequence[Call]) -> list[Any]:
         try:
             with mapped_errors(self.url), self.client.pipeline(transaction=False) as pipe:
                 for keys, args in calls:
                     self._push(keys=keys, args=args, client=pipe)
-                pipe.execute()
+                return pipe.execute()
         except DriverError as exc:
             raise DispatchError(f"could not dispatch: {exc}") from exc
 
@@ -305,14 +308,14 @@ class RedisDriver:
         self._bury = self.client.register_script(_lua("bury"))
         self._clear = self.client.register_script(_lua("clear"))
 
-    async def push(self, items: Sequence[Outgoing]) -> None:
+    async def push(self, items: Sequence[Outgoing]) -> int:
         try:
             with mapped_errors(self.url):
                 async with self.client.pipeline(transaction=False) as pipe:
                     for queue, group in _by_queue(items).items():
                         keys = _push_keys(self.keys(queue))
                         await self._push(keys=keys, args=_push_args(group), client=pipe)
-                    await pipe.execute()
+                    return sum(int(stored) for stored in await pipe.execute())
         except DriverError as exc:
             raise DispatchError(f"could not dispatch: {exc}") from exc
 

@@ -36,7 +36,9 @@ def insert_jobs(dialect: str) -> sa.Executable:
     """An INSERT for `job_rows`, run as executemany; a job id already stored is skipped.
 
     Executemany, not one multi-row VALUES: a bulk dispatch of 20,000 jobs would pass
-    PostgreSQL's limit of 65,535 bind parameters in one statement.
+    PostgreSQL's limit of 65,535 bind parameters in one statement. On PostgreSQL it returns the
+    ids it stored, because SQLAlchemy reports no row count for it there; elsewhere the row count
+    is the number stored.
     """
     now = now_ms(dialect)
     values = {
@@ -45,7 +47,7 @@ def insert_jobs(dialect: str) -> sa.Executable:
     }
     if dialect == "postgresql":
         pg = postgresql.insert(jobs).values(values)
-        return pg.on_conflict_do_nothing(index_elements=["uuid"])
+        return pg.on_conflict_do_nothing(index_elements=["uuid"]).returning(jobs.c.id)
     if dialect == "sqlite":
         lite = sqlite.insert(jobs).values(values)
         return lite.on_conflict_do_nothing(index_elements=["uuid"])

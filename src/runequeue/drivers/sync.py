@@ -23,9 +23,10 @@ class SyncDriver:
     def __init__(self, run_now: RunNow) -> None:
         self._run_now = run_now
 
-    def push(self, items: Sequence[Outgoing]) -> None:
+    def push(self, items: Sequence[Outgoing]) -> int:
         for item in items:
             _run_blocking(self._run(item))
+        return len(items)  # each one ran
 
     async def push_async(self, items: Sequence[Outgoing]) -> None:
         for item in items:

@@ -93,8 +93,13 @@ def test_an_unknown_job_name_is_put_back_with_its_attempt_refunded(
     assert warning.levelno == logging.WARNING
     assert job_id in warning.getMessage()
     assert "--import" in warning.getMessage()
+    assert attempts_on_next_reserve(config) == 1  # every attempt was given back
 
-    async def attempts_on_next_reserve() -> int:
+
+def attempts_on_next_reserve(config: QueueConfig) -> int:
+    """The attempt number the next reserve of the queue's one job counts."""
+
+    async def reserve() -> int:
         driver = open_driver(config)
         try:
             batch = await driver.reserve(config.queue_name, 1, lease_s=30, default_tries=1)
@@ -102,7 +107,7 @@ def test_an_unknown_job_name_is_put_back_with_its_attempt_refunded(
         finally:
             await driver.close()
 
-    assert asyncio.run(attempts_on_next_reserve()) == 1  # every attempt was given back
+    return asyncio.run(reserve())
 
 
 def test_an_unknown_job_name_is_put_back_after_a_delay_on_the_database_driver(
@@ -114,16 +119,7 @@ def test_an_unknown_job_name_is_put_back_after_a_delay_on_the_database_driver(
     work(config, max_jobs=3, tries=1)  # taken three times, so two refunds are seen
     assert failed_jobs(config) == []
     assert Queue.size(config) == 1
-
-    async def attempts_on_next_reserve() -> int:
-        driver = open_driver(config)
-        try:
-            batch = await driver.reserve(config.queue_name, 1, lease_s=30, default_tries=1)
-            return batch.jobs[0].attempts
-        finally:
-            await driver.close()
-
-    assert asyncio.run(attempts_on_next_reserve()) == 1  # every attempt was given back
+    assert attempts_on_next_reserve(config) == 1  # every attempt was given back
 
 
 def test_an_unknown_job_name_fails_once_it_is_ten_minutes_old(config: QueueConfig) -> None:

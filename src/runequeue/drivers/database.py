@@ -118,29 +118,62 @@ class DatabaseQueue:
     def reserve(self, queue: str, count: int, *, lease_s: float, default_tries: int) -> Batch:
         if time.monotonic() - self._recovered_at.get(queue, 0.0) >= RECOVER_EVERY_S:
             self.recover(queue, default_tries=default_tries)
+        while True:
+            batch, failed_some = self._reserve_once(queue, count, lease_s)
+            # Rows failed at reserve (oversized, unreadable) hid the jobs behind them: look
+            # again, or a worker with --stop-when-empty would stop with those jobs still queued.
+            if batch.jobs or not failed_some:
+                return batch
+
+    def _reserve_once(self, queue: str, count: int, lease_s: float) -> tuple[Batch, bool]:
+        """One reserve transaction; also ``True`` if it failed rows no worker can take."""
         token = secrets.token_hex(16)
         with self._errors(), self.engine.begin() as conn:
             rows = conn.execute(sql.select_ready(self.dialect, queue, count)).all()
             if not rows:
                 due_ms = conn.execute(sql.next_due(self.dialect, queue)).scalar()
-                return Batch([], None if due_ms is None else max(float(due_ms), 0.0) / 1000)
+                return Batch([], None if due_ms is None else max(float(due_ms), 0.0) / 1000), False
             # Sizes first: an oversized payload is failed here and never read into a worker.
             oversized = [row.id for row in rows if row.size > self.max_payload_bytes]
             if oversized:
                 conn.execute(sql.fail_oversized(self.dialect, oversized, self.max_payload_bytes))
-            rows = [row for row in rows if row.size <= self.max_payload_bytes]
-            if not rows:
-                return Batch([])
-            ids = [row.id for row in rows]
-            conn.execute(sql.lease(self.dialect, ids, token, int(lease_s * 1000)))
-            payloads: dict[int, str] = {
-                row.id: row.payload for row in conn.execute(sql.payloads(ids))
-            }
-        jobs = [
-            Reserved(queue, row.uuid, payloads[row.id].encode(), row.attempts + 1, token)
-            for row in rows
-        ]
-        return Batch(jobs)
+            sized = [row for row in rows if row.size <= self.max_payload_bytes]
+            taken = self._readable(conn, sized)
+            if taken:
+                ids = [row_id for row_id, _, _, _ in taken]
+                conn.execute(sql.lease(self.dialect, ids, token, int(lease_s * 1000)))
+        jobs = [Reserved(queue, uuid, raw, attempts + 1, token) for _, uuid, raw, attempts in taken]
+        return Batch(jobs), len(taken) < len(rows)
+
+    def _readable(
+        self, conn: sa.Connection, rows: Sequence[sa.Row[Any]]
+    ) -> list[tuple[int, str, bytes, int]]:
+        """``(row id, job id, payload, attempts)`` of the rows a worker can take; the others,
+        written into the table by something other than runequeue, are failed with the reason.
+
+        A payload that is text but not a job (not UTF-8, not JSON) is the worker's to fail, as
+        on Redis; one that is not text at all (a BLOB, a number: SQLite stores anything) has no
+        bytes of a payload to hand over.
+        """
+        if not rows:
+            return []
+        stored = {
+            row.id: row for row in conn.execute(sql.payloads(self.dialect, [r.id for r in rows]))
+        }
+        taken = []
+        for row in rows:
+            uuid = _text_or_none(row.uuid) if row.uuid_kind == "text" else None
+            # A job id that is not text is replaced, so the failure can be recorded and purged.
+            job_id = uuid if uuid is not None else f"unreadable-id-row-{row.id}"
+            payload = stored[row.id]
+            problem = _unreadable(row, job_id, payload.kind)
+            if problem:
+                new_id = None if job_id == uuid else job_id
+                conn.execute(sql.quarantine(self.dialect, row.id, problem, uuid=new_id))
+                log.warning("job %s (row %s) failed at reserve: %s", job_id, row.id, problem)
+            else:
+                taken.append((row.id, job_id, bytes(payload.payload), row.attempts))
+        return taken
 
     def recover(self, queue: str, *, default_tries: int) -> bool:
         """Fail or put back expired leases of ``queue``; ``True`` if a job was put back."""
@@ -184,8 +217,11 @@ class DatabaseQueue:
 
     def buried(self, queue: str, limit: int) -> list[Buried]:
         with self._errors(), self.engine.connect() as conn:
-            rows = conn.execute(sql.buried(queue, limit)).all()
-        return [Buried(queue, row.uuid, row.payload.encode(), row.error or "") for row in rows]
+            rows = conn.execute(sql.buried(self.dialect, queue, limit)).all()
+        return [
+            Buried(queue, _as_text(row.uuid), bytes(row.payload or b""), _as_text(row.error))
+            for row in rows
+        ]
 
     def purge(self, queue: str, job_id: str) -> None:
         self._each([sql.purge(job_id)])
@@ -200,6 +236,33 @@ class DatabaseQueue:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _text_or_none(stored: bytes | None) -> str | None:
+    """Stored bytes as text, or ``None`` if they are not UTF-8 (or NULL)."""
+    try:
+        return None if stored is None else bytes(stored).decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _as_text(stored: bytes | None) -> str:
+    """Stored bytes as text, bytes that are not UTF-8 escaped (``\\xff``), NULL as empty."""
+    return "" if stored is None else bytes(stored).decode(errors="backslashreplace")
+
+
+def _unreadable(row: sa.Row[Any], uuid: str, payload_kind: str) -> str:
+    """Why no worker can take ``row`` of the jobs table, or ``""``; its job id is now ``uuid``."""
+    if uuid != _text_or_none(row.uuid):
+        shown = _as_text(row.uuid)[:80]
+        return f"the stored job id is not UTF-8 text ({row.uuid_kind} {shown!r}); now {uuid}"
+    if payload_kind != "text":
+        return f"the stored payload is {_a(payload_kind)}, not text"
+    return ""
+
+
+def _a(kind: str) -> str:
+    return "NULL" if kind == "null" else f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
 
 class DatabaseDriver:

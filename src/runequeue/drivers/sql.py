@@ -76,7 +76,14 @@ def select_ready(dialect: str, queue: str, count: int) -> sa.Select[Any]:
     SQLite has no row locks: the driver's ``BEGIN IMMEDIATE`` makes the whole reserve exclusive.
     """
     return (
-        sa.select(jobs.c.id, jobs.c.uuid, jobs.c.payload_bytes.label("size"), jobs.c.attempts)
+        sa.select(
+            jobs.c.id,
+            stored_bytes(dialect, jobs.c.uuid).label("uuid"),
+            stored_kind(dialect, jobs.c.uuid).label("uuid_kind"),
+            # Cast: SQLite keeps whatever is written into an INTEGER column ('x', 2.5).
+            sa.cast(jobs.c.payload_bytes, sa.Integer).label("size"),
+            sa.cast(jobs.c.attempts, sa.Integer).label("attempts"),
+        )
         .where(jobs.c.queue == queue, jobs.c.state == READY, jobs.c.available_at <= now_ms(dialect))
         .order_by(jobs.c.available_at, jobs.c.id)
         .limit(count)
@@ -84,8 +91,46 @@ def select_ready(dialect: str, queue: str, count: int) -> sa.Select[Any]:
     )
 
 
-def payloads(ids: Sequence[int]) -> sa.Select[Any]:
-    return sa.select(jobs.c.id, jobs.c.payload).where(jobs.c.id.in_(ids))
+def stored_bytes(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """``column``'s value as the bytes stored, whatever was written there (NULL stays NULL).
+
+    Never read as text: SQLite keeps text that is not UTF-8 (or a BLOB, or a number) in any
+    column, and reading one such value as text fails the whole SELECT, so the rows behind it
+    would never run. PostgreSQL's CAST to bytea would parse backslashes, hence convert_to.
+    """
+    if dialect == "postgresql":
+        return sa.func.convert_to(column, "UTF8", type_=sa.LargeBinary)
+    return sa.cast(column, sa.LargeBinary)
+
+
+def stored_kind(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+    """What ``column`` holds: ``text``, or (only SQLite allows it) ``blob``, ``integer``,
+    ``real``, ``null``."""
+    if dialect == "sqlite":
+        return sa.func.typeof(column, type_=sa.String)
+    return sa.case((column.is_(None), "null"), else_="text")
+
+
+def payloads(dialect: str, ids: Sequence[int]) -> sa.Select[Any]:
+    return sa.select(
+        jobs.c.id,
+        stored_bytes(dialect, jobs.c.payload).label("payload"),
+        stored_kind(dialect, jobs.c.payload).label("kind"),
+    ).where(jobs.c.id.in_(ids))
+
+
+def quarantine(dialect: str, row_id: int, error: str, *, uuid: str | None) -> sa.Executable:
+    """Fail a row whose stored values no worker can take, saying why; ``uuid`` replaces a job
+    id that is not text, so the row can still be recorded in failed_jobs and purged."""
+    values: dict[str, Any] = {
+        "state": DEAD,
+        "attempts": jobs.c.attempts + 1,
+        "failed_at": now_ms(dialect),
+        "error": f"runequeue.errors.InvalidPayload: {error}",
+    }
+    if uuid is not None:
+        values["uuid"] = uuid
+    return sa.update(jobs).where(jobs.c.id == row_id).values(values)
 
 
 def fail_oversized(dialect: str, ids: Sequence[int], limit_bytes: int) -> sa.Executable:
@@ -191,9 +236,14 @@ def bury(dialect: str, job_id: str, token: str, error: str) -> sa.Executable:
     )
 
 
-def buried(queue: str, limit: int) -> sa.Select[Any]:
+def buried(dialect: str, queue: str, limit: int) -> sa.Select[Any]:
+    """The failed outbox of ``queue``; payloads and errors as stored bytes (see `stored_bytes`)."""
     return (
-        sa.select(jobs.c.uuid, jobs.c.payload, jobs.c.error)
+        sa.select(
+            stored_bytes(dialect, jobs.c.uuid).label("uuid"),
+            stored_bytes(dialect, jobs.c.payload).label("payload"),
+            stored_bytes(dialect, jobs.c.error).label("error"),
+        )
         .where(jobs.c.queue == queue, jobs.c.state == DEAD)
         .order_by(jobs.c.failed_at, jobs.c.id)
         .limit(limit)

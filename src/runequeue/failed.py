@@ -23,6 +23,7 @@ from runequeue import payload
 from runequeue.database import create_engine, mapped_errors
 from runequeue.drivers.base import Outgoing
 from runequeue.drivers.database import store_jobs
+from runequeue.drivers.sql import storable_error, storable_text
 from runequeue.schema import failed_jobs
 
 SHORT_ID_LENGTH = 8  # what `rune queue:failed` shows of a uuid, and the shortest prefix accepted
@@ -82,11 +83,13 @@ class FailedJobStore:
 
     def record(self, failure: FailedJob) -> None:
         """Store ``failure``; a row with the same job id is replaced (fresh ``failed_at``)."""
+        dialect = self.engine.dialect.name
+        text = failure.payload.decode("utf-8", errors="backslashreplace")
         values = {
             "connection": failure.connection,
             "queue": failure.queue,
-            "payload": failure.payload.decode("utf-8", errors="backslashreplace"),
-            "exception": failure.exception,
+            "payload": storable_text(text, dialect),
+            "exception": storable_error(failure.exception, dialect, text),
             "failed_at": _naive_utc(failure.failed_at),
         }
         with mapped_errors(self.url), self.engine.begin() as conn:
@@ -189,7 +192,10 @@ class Claimed:
         self._conn.execute(
             sa.update(failed_jobs)
             .where(failed_jobs.c.id == self.job.id)
-            .values(exception=exception, failed_at=_naive_utc(utcnow()))
+            .values(
+                exception=storable_error(exception, self._conn.dialect.name),
+                failed_at=_naive_utc(utcnow()),
+            )
         )
 
 

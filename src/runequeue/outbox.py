@@ -14,13 +14,24 @@ from collections.abc import Sequence
 
 from runequeue import payload
 from runequeue.drivers.base import Buried, Driver
-from runequeue.errors import DriverError, FailedStoreError, LeaseExpired, PayloadError
+from runequeue.errors import (
+    DatabaseAccessDenied,
+    DatabaseUnavailable,
+    DriverError,
+    FailedStoreError,
+    LeaseExpired,
+    MissingDatabase,
+    MissingTable,
+    PayloadError,
+)
 from runequeue.failed import FailedJob, FailedJobStore
 from runequeue.payload import Codec
 from runequeue.runner import call_failed_hook
 
 log = logging.getLogger("runequeue.worker")
 
+# The store or the backend is away (or set up wrong): every failure would wait, not just one.
+_AWAY = (DriverError, DatabaseUnavailable, MissingTable, MissingDatabase, DatabaseAccessDenied)
 _LEASE_EXPIRED = f"{LeaseExpired.__module__}.{LeaseExpired.__qualname__}"
 
 
@@ -39,19 +50,27 @@ class FailureOutbox:
     async def record(self, failure: FailedJob) -> bool:
         """Record a buried job and purge it from the backend; ``False`` if it has to wait."""
         try:
-            await asyncio.to_thread(self.store.record, failure)
-            await self.driver.purge(failure.queue, failure.job_id)
+            await self._record_and_purge(failure)
         except (FailedStoreError, DriverError) as exc:
-            log.warning("failed job %s kept in the outbox until it can be recorded: %s",
-                        failure.job_id, exc)  # fmt: skip
+            _kept(failure, exc)
             return False
         return True
 
     async def record_waiting(self, queue: str) -> None:
-        """Record the jobs waiting in the outbox of ``queue`` (a sweep)."""
+        """Record the jobs waiting in the outbox of ``queue`` (a sweep).
+
+        A failure the store refuses is skipped (and logged, once a sweep): the failures behind
+        it are recorded all the same. A store or backend that is away ends the sweep; the next
+        one tries again.
+        """
         for buried in await self.driver.buried(queue, 100):
-            if not await self._record_buried(buried):
-                return  # the store is away; the next sweep tries again
+            failure = await self._hooked_failure(buried)
+            try:
+                await self._record_and_purge(failure)
+            except (FailedStoreError, DriverError) as exc:
+                _kept(failure, exc)
+                if isinstance(exc, _AWAY):
+                    return
 
     async def flush(self, queues: Sequence[str]) -> None:
         """One last try to record failures still waiting in the outbox before exiting."""
@@ -59,7 +78,12 @@ class FailureOutbox:
             with contextlib.suppress(DriverError):
                 await self.record_waiting(queue)
 
-    async def _record_buried(self, buried: Buried) -> bool:
+    async def _record_and_purge(self, failure: FailedJob) -> None:
+        await asyncio.to_thread(self.store.record, failure)
+        await self.driver.purge(failure.queue, failure.job_id)
+
+    async def _hooked_failure(self, buried: Buried) -> FailedJob:
+        """``buried`` as a failure to record, once its ``failed()`` hook has been called."""
         if buried.error.startswith(_LEASE_EXPIRED) and buried.job_id not in self._hooked:
             # Failed inside the backend when its last lease expired: no worker has run its hook.
             self._hooked.add(buried.job_id)
@@ -68,5 +92,9 @@ class FailureOutbox:
             with contextlib.suppress(PayloadError):
                 job = payload.build_job(self.codec.decode(buried.raw), attempt=0)
                 await call_failed_hook(job, LeaseExpired(buried.error.partition(": ")[2]))
-        failure = FailedJob(buried.job_id, self.connection, buried.queue, buried.raw, buried.error)
-        return await self.record(failure)
+        return FailedJob(buried.job_id, self.connection, buried.queue, buried.raw, buried.error)
+
+
+def _kept(failure: FailedJob, exc: Exception) -> None:
+    log.warning("failed job %s kept in the outbox until it can be recorded: %s",
+                failure.job_id, exc)  # fmt: skip

@@ -11,6 +11,10 @@ not hold back the others.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,9 +23,13 @@ import sqlalchemy as sa
 
 from runequeue import Queue, QueueConfig
 from runequeue.database import create_engine
+from runequeue.drivers import open_driver
+from runequeue.drivers.base import Outgoing
+from runequeue.failed import FailedJob, FailedJobStore
+from runequeue.schema import migrate
 from tests.chaos.report import Result
-from tests.support.jobs import Record, read_events
-from tests.workers import failed_jobs, work
+from tests.support.jobs import FailsWithNul, Record, read_events
+from tests.workers import failed_jobs, push_raw, work
 
 _INSERT = (
     "INSERT INTO jobs (uuid, queue, payload, payload_bytes, state, attempts, available_at, "
@@ -108,3 +116,114 @@ def test_r22_hostile_rows_are_failed_and_the_jobs_behind_them_run(
     assert len(at_reserve) == (4 if kind == "sqlite" else 0)  # two BLOBs, two ids not UTF-8
     assert worker.processed == 5 + hostile - len(at_reserve)  # the others failed by the worker
     assert _jobs_left(config.database_url) == 0
+
+
+_NUL_PAYLOAD = (
+    b'{"id":"nul-payload","job":"tests.Record","data":{"ledger":"\x00"},'
+    b'"queue":"default","created_at":0}'
+)
+
+
+@pytest.fixture
+def postgresql_failed_jobs(postgresql_database: str) -> str:
+    """The session's PostgreSQL database, migrated, with no failed job in it."""
+    migrate(postgresql_database)
+    store = FailedJobStore(postgresql_database)
+    store.flush()
+    store.close()
+    return postgresql_database
+
+
+def _escaped(failure: FailedJob) -> bool:
+    return "\x00" not in failure.exception and "NUL" in failure.exception.splitlines()[-1]
+
+
+def test_r23_redis_outbox_records_nul_bytes_on_postgresql(
+    config: QueueConfig, postgresql_failed_jobs: str, results: list[Result], tmp_path: Path
+) -> None:
+    cfg = dataclasses.replace(config, database_url=postgresql_failed_jobs)
+    push_raw(cfg, [Outgoing("nul-payload", "default", _NUL_PAYLOAD)])
+    failing = Queue.dispatch(cfg, FailsWithNul(ledger=str(tmp_path / "ledger")))
+
+    work(cfg, concurrency=1)
+
+    failures = {f.job_id: f for f in failed_jobs(cfg)}
+    results.append(
+        Result("R23", "redis", 2, "a NUL byte in a payload and in an exception message, "
+               "failed_jobs on PostgreSQL", 2 - len(failures), 0, None,
+               f"{len(failures)} of 2 recorded, NUL escaped as \\x00 and said so in the row")
+    )  # fmt: skip
+    assert set(failures) == {"nul-payload", failing}
+    assert failures["nul-payload"].payload == _NUL_PAYLOAD.replace(b"\x00", b"\\x00")
+    assert failures[failing].summary == "tests.support.jobs.Boom: a NUL \\x00 in the message"
+    assert all(_escaped(failure) for failure in failures.values())
+    assert _redis_outbox_size(cfg) == 0
+
+
+def test_r23_database_driver_records_a_nul_in_the_exception_on_postgresql(
+    backend_for: Callable[[str], QueueConfig], results: list[Result], tmp_path: Path
+) -> None:
+    config = backend_for("database-postgresql")
+    failing = Queue.dispatch(config, FailsWithNul(ledger=str(tmp_path / "ledger")))
+
+    work(config, concurrency=1, lease_s=2.0)
+
+    failures = failed_jobs(config)
+    results.append(
+        Result("R23", "database-postgresql", 1, "a NUL byte in an exception message",
+               1 - len(failures), 0, None,
+               "recorded at once, NUL escaped as \\x00 and said so in the row")
+    )  # fmt: skip
+    assert [f.job_id for f in failures] == [failing]
+    assert failures[0].summary == "tests.support.jobs.Boom: a NUL \\x00 in the message"
+    assert _escaped(failures[0])
+    assert _jobs_left(config.database_url) == 0
+
+
+def test_r23_an_unrecordable_failure_does_not_hold_back_the_others(
+    config: QueueConfig,
+    postgresql_failed_jobs: str,
+    results: list[Result],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cfg = dataclasses.replace(config, database_url=postgresql_failed_jobs)
+    too_long = "x" * 100  # failed_jobs.uuid holds 64 characters: this failure cannot be recorded
+    push_raw(cfg, [Outgoing(too_long, "default", b"not json")])
+    work(cfg, concurrency=1)  # failed; kept in the outbox
+    # A job whose last lease expires in a worker that vanished: only a sweep records it.
+    expired = Queue.dispatch(cfg, Record(ledger="/dev/null"), tries=1)
+    asyncio.run(_reserve_and_vanish(cfg))
+    time.sleep(0.3)
+
+    with caplog.at_level(logging.WARNING, logger="runequeue.worker"):
+        work(cfg, concurrency=1)
+
+    recorded = [f.job_id for f in failed_jobs(cfg)]
+    results.append(
+        Result("R23", "redis", 2, "a failure failed_jobs refuses (a 100-character id) ahead of "
+               "a lease-expired job in the outbox", 0, 0, None,
+               "the refused one kept and logged at each sweep; the one behind it recorded")
+    )  # fmt: skip
+    assert recorded == [expired]
+    assert f"failed job {too_long} kept in the outbox" in caplog.text
+    assert _redis_outbox_size(cfg) == 1
+
+
+async def _reserve_and_vanish(config: QueueConfig) -> None:
+    driver = open_driver(config)
+    try:
+        batch = await driver.reserve("default", 1, lease_s=0.2, default_tries=1)
+        assert len(batch.jobs) == 1
+    finally:
+        await driver.close()
+
+
+def _redis_outbox_size(config: QueueConfig) -> int:
+    async def size() -> int:
+        driver = open_driver(config)
+        try:
+            return len(await driver.buried("default", 100))
+        finally:
+            await driver.close()
+
+    return asyncio.run(size())

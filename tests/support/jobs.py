@@ -275,3 +275,15 @@ class SlowFirstAttemptFails(Job, name="tests.SlowFirstAttemptFails"):
             note(self.ledger, "failing", self)
             raise RuntimeError("the first attempt fails after a while")
         note(self.ledger, "done", self)
+
+
+@dataclasses.dataclass
+class FailsWithNul(Job, name="tests.FailsWithNul"):
+    """Fails with a NUL byte in its message, which PostgreSQL's text columns cannot store."""
+
+    ledger: str
+    tries = 1
+
+    async def handle(self) -> None:
+        note(self.ledger, "start", self)
+        raise Boom("a NUL \x00 in the message")

@@ -21,6 +21,25 @@ LEASE_EXPIRED = (
     "its lease (killed or stalled), and the job has no tries left"
 )
 
+# The last line of an error whose NUL bytes were escaped (the summary, its first line, stays).
+NUL_NOTE = "[runequeue: NUL bytes are written \\x00 in this row; PostgreSQL text cannot hold them]"
+
+
+def storable_text(text: str, dialect: str) -> str:
+    """``text`` as a text column of ``dialect`` can hold it, so a failure is never refused for
+    its text: a lone surrogate is written ``\\udcff`` (no database encodes one), and on
+    PostgreSQL a NUL ``\\x00``, as bytes that are not UTF-8 already are in a payload."""
+    text = text.encode(errors="backslashreplace").decode()
+    return text.replace("\x00", "\\x00") if dialect == "postgresql" else text
+
+
+def storable_error(error: str, dialect: str, *beside: str) -> str:
+    """``error`` as `storable_text`; a last line says so if NULs of it, or of the texts stored
+    ``beside`` it, were escaped."""
+    stored = storable_text(error, dialect)
+    escaped = dialect == "postgresql" and any("\x00" in text for text in (error, *beside))
+    return f"{stored}\n{NUL_NOTE}" if escaped and not stored.endswith(NUL_NOTE) else stored
+
 
 def now_ms(dialect: str) -> sa.ColumnElement[int]:
     """The current time in epoch milliseconds, as the database sees it."""
@@ -232,7 +251,12 @@ def bury(dialect: str, job_id: str, token: str, error: str) -> sa.Executable:
     return (
         sa.update(jobs)
         .where(held(job_id, token))
-        .values(state=DEAD, lease_token=None, failed_at=now_ms(dialect), error=error)
+        .values(
+            state=DEAD,
+            lease_token=None,
+            failed_at=now_ms(dialect),
+            error=storable_error(error, dialect),
+        )
     )
 
 

@@ -7,71 +7,151 @@
 -- and recovered per call, ARGV[6] = largest payload handed out, in bytes
 -- Returns {ms until the next delayed job is due or -1, id, payload, attempts, id, payload, ...}.
 -- All times are Redis server time, so worker clocks never matter.
+--
+-- Redis does not roll back a script that fails half-way. So every value read from a hash is
+-- checked here before use (a bad one fails its job, never the script), and every move writes a
+-- job's new place before it removes the old one: an error can at worst leave a job in two places,
+-- which the lease step tolerates (it skips an id held elsewhere), never in none.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit = tonumber(ARGV[5])
+local SLICE = 500 -- ids per command: Lua's unpack has a stack limit
+local INVALID = 'runequeue.errors.InvalidPayload: '
+
+-- A count stored in a hash (false: absent, so `default`), or nil when it is not an integer.
+local function count_of(value, default)
+  local text = value or default
+  local n = tonumber(text)
+  if n and n == math.floor(n) and n > -1e15 and n < 1e15 then
+    return n
+  end
+  return nil
+end
+
+-- Why a job's stored counts cannot be used, or nil when they can.
+local function corrupt(attempts, tries, raw_attempts, raw_tries)
+  local field, value = nil, nil
+  if attempts == nil then
+    field, value = 'attempts', raw_attempts
+  elseif tries == nil then
+    field, value = 'tries', raw_tries
+  else
+    return nil
+  end
+  local shown = string.gsub(string.sub(value, 1, 40), '%c', '?') -- one line in failed_jobs
+  return INVALID .. 'non-integer ' .. field .. ' value "' .. shown ..
+    '" stored in Redis for this job, so its tries cannot be counted (not run)'
+end
+
+-- Into the failed outbox. The outbox records a job with its payload, so it gets one, if empty.
+local function fail(id, reason)
+  redis.call('HSETNX', KEYS[4], id, '')
+  redis.call('ZADD', KEYS[8], now, id)
+  redis.call('HSET', KEYS[9], id, reason)
+end
+
+-- One command per slice of `ids`; the replies joined, in the order of `ids`.
+local function each_slice(command, key, ids)
+  local values = {}
+  for first = 1, #ids, SLICE do
+    local reply = redis.call(command, key, unpack(ids, first, math.min(first + SLICE - 1, #ids)))
+    for i = 1, #reply do
+      values[first + i - 1] = reply[i]
+    end
+  end
+  return values
+end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
 if #due > 0 then
-  redis.call('ZREM', KEYS[2], unpack(due))
   redis.call('RPUSH', KEYS[1], unpack(due))
+  redis.call('ZREM', KEYS[2], unpack(due))
 end
 
 -- A lease that expired belongs to a worker that vanished. Its attempt was counted at reserve
 -- (invariant 3), so a job that kills every worker running it ends in the outbox after max tries.
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)
 local moved = #due -- jobs this call made ready
-for _, id in ipairs(expired) do
-  redis.call('ZREM', KEYS[3], id)
-  redis.call('HDEL', KEYS[7], id)
-  local attempts = tonumber(redis.call('HGET', KEYS[5], id) or '0')
-  local tries = tonumber(redis.call('HGET', KEYS[6], id) or ARGV[4])
-  if attempts >= tries then
-    redis.call('ZADD', KEYS[8], now, id)
-    redis.call('HSET', KEYS[9], id,
-      'runequeue.errors.LeaseExpired: the worker running attempt ' .. attempts ..
-      ' stopped renewing its lease (killed or stalled), and the job has no tries left')
-  else
-    redis.call('LPUSH', KEYS[1], id) -- to the front: it had already waited its turn
-    moved = moved + 1
+if #expired > 0 then
+  local raw_attempts = redis.call('HMGET', KEYS[5], unpack(expired))
+  local raw_tries = redis.call('HMGET', KEYS[6], unpack(expired))
+  for i, id in ipairs(expired) do
+    local attempts = count_of(raw_attempts[i], '0')
+    local tries = count_of(raw_tries[i], ARGV[4])
+    local why = corrupt(attempts, tries, raw_attempts[i], raw_tries[i])
+    if why then
+      fail(id, why)
+    elseif attempts >= tries then
+      fail(id, 'runequeue.errors.LeaseExpired: the worker running attempt ' .. attempts ..
+        ' stopped renewing its lease (killed or stalled), and the job has no tries left')
+    else
+      redis.call('LPUSH', KEYS[1], id) -- to the front: it had already waited its turn
+      moved = moved + 1
+    end
   end
+  redis.call('ZREM', KEYS[3], unpack(expired))
+  redis.call('HDEL', KEYS[7], unpack(expired))
+end
+
+-- Which of the listed `ids` to lease, with their attempt numbers; the others are failed here or,
+-- when this call or a lease already holds the job, skipped.
+local function choose(ids)
+  local leased_ids = each_slice('ZMSCORE', KEYS[3], ids)
+  local raw_attempts = each_slice('HMGET', KEYS[5], ids)
+  local raw_tries = each_slice('HMGET', KEYS[6], ids)
+  local limit_bytes = tonumber(ARGV[6])
+  local chosen, attempts, seen = {}, {}, {}
+  for i, id in ipairs(ids) do
+    if seen[id] or leased_ids[i] then
+      -- Listed again while this call or a lease holds the job: it runs from there, once.
+      -- Handing it out here would run it twice at once.
+    else
+      seen[id] = true
+      local done = count_of(raw_attempts[i], '0')
+      local why = corrupt(done, count_of(raw_tries[i], ARGV[4]), raw_attempts[i], raw_tries[i])
+      local size = redis.call('HSTRLEN', KEYS[4], id)
+      if size == 0 and redis.call('HEXISTS', KEYS[4], id) == 0 then
+        fail(id, INVALID .. 'the ready list names this job but its payload is missing ' ..
+          '(nothing to run)')
+      elseif why then
+        fail(id, why)
+      elseif size > limit_bytes then
+        -- Too large to hand to a worker: failed here, without the worker ever reading it.
+        -- Only its head is kept, for forensics.
+        local head = string.sub(redis.call('HGET', KEYS[4], id), 1, 65536)
+        redis.call('HSET', KEYS[4], id, head)
+        redis.call('HSET', KEYS[5], id, done + 1)
+        fail(id, 'runequeue.errors.PayloadTooLarge: stored payload is ' .. size ..
+          ' bytes; the limit is ' .. limit_bytes .. ' (only its first 65536 are kept)')
+      else
+        chosen[#chosen + 1] = id
+        attempts[#chosen] = done + 1
+      end
+    end
+  end
+  return chosen, attempts
 end
 
 local result = {-1}
 local count = tonumber(ARGV[1])
-local ids = count > 0 and redis.call('LPOP', KEYS[1], count) or false
-if ids then
+local ids = count > 0 and redis.call('LRANGE', KEYS[1], 0, count - 1) or {}
+if #ids > 0 then
+  local leased, attempts = choose(ids)
   local deadline = now + tonumber(ARGV[2])
-  local limit_bytes = tonumber(ARGV[6])
-  local leased, attempts = {}, {}
-  for _, id in ipairs(ids) do
-    local size = redis.call('HSTRLEN', KEYS[4], id)
-    if size > limit_bytes then
-      -- Too large to hand to a worker: failed here, without the worker ever reading it.
-      -- Only its head is kept, for forensics.
-      local head = string.sub(redis.call('HGET', KEYS[4], id), 1, 65536)
-      redis.call('HSET', KEYS[4], id, head)
-      redis.call('HINCRBY', KEYS[5], id, 1)
-      redis.call('ZADD', KEYS[8], now, id)
-      redis.call('HSET', KEYS[9], id, 'runequeue.errors.PayloadTooLarge: stored payload is ' ..
-        size .. ' bytes; the limit is ' .. limit_bytes .. ' (only its first 65536 are kept)')
-    elseif size > 0 or redis.call('HEXISTS', KEYS[4], id) == 1 then
-      leased[#leased + 1] = id
-      attempts[#leased] = redis.call('HINCRBY', KEYS[5], id, 1)
-    end
-  end
-  -- The lease (token and deadline) and the payloads of all leased jobs, a few calls per slice
-  -- rather than per job: a call from Lua costs a few microseconds whatever it carries.
-  local SLICE = 500
+  -- The lease (attempt, token and deadline) and the payloads of all leased jobs, a few calls per
+  -- slice rather than per job: a call from Lua costs a few microseconds whatever it carries.
   for first = 1, #leased, SLICE do
     local last = math.min(first + SLICE - 1, #leased)
-    local tokens, deadlines = {}, {}
+    local counts, tokens, deadlines = {}, {}, {}
     for i = first, last do
+      counts[#counts + 1] = leased[i]
+      counts[#counts + 1] = attempts[i]
       tokens[#tokens + 1] = leased[i]
       tokens[#tokens + 1] = ARGV[3]
       deadlines[#deadlines + 1] = deadline
       deadlines[#deadlines + 1] = leased[i]
     end
+    redis.call('HSET', KEYS[5], unpack(counts))
     redis.call('HSET', KEYS[7], unpack(tokens))
     redis.call('ZADD', KEYS[3], unpack(deadlines))
     local payloads = redis.call('HMGET', KEYS[4], unpack(leased, first, last))
@@ -81,6 +161,8 @@ if ids then
       result[#result + 1] = attempts[i]
     end
   end
+  -- Off the ready list last, once every one of them is leased, failed or known to be held.
+  redis.call('LTRIM', KEYS[1], #ids, -1)
 end
 
 local ready = redis.call('LLEN', KEYS[1])

@@ -125,7 +125,7 @@ def build_job(envelope: Envelope, *, attempt: int) -> Job:
         raise InvalidPayload(f"invalid data for job {envelope.job}: {exc}") from exc
     except RecursionError:
         raise InvalidPayload(f"invalid data for job {envelope.job}: nested too deeply") from None
-    except Exception as exc:  # a __post_init__ of the user's: never the worker's crash
+    except BaseException as exc:  # a __post_init__ of the user's, sys.exit too: never the worker's
         detail = roundtrip.post_init_failure(exc)
         raise InvalidPayload(f"invalid data for job {envelope.job}: {detail}") from exc
     job.job_id = envelope.id

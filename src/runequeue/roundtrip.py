@@ -26,6 +26,7 @@ import msgspec
 
 from runequeue.errors import InvalidPayload
 from runequeue.job import Job, dataclass_problem
+from runequeue.text import one_line
 
 # Types whose equal values are interchangeable: a decoded `str` equal to the given one is the same.
 _PLAIN = frozenset({str, int, bool, type(None)})
@@ -78,9 +79,11 @@ def data_of(job: Job) -> bytes:
     return data
 
 
-def post_init_failure(exc: Exception) -> str:
+def post_init_failure(exc: BaseException) -> str:
     """What to say when decoding a job raised something else than msgspec's own errors."""
-    return f"its __post_init__ raised {type(exc).__name__}: {exc} when the data were decoded"
+    return (
+        f"its __post_init__ raised {type(exc).__name__}: {one_line(exc)} when the data were decoded"
+    )
 
 
 def _compare_fields(job: Job, back: Job, fields: tuple[str, ...]) -> None:

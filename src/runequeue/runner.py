@@ -33,7 +33,7 @@ from runequeue.retry import (
     decide,
     defer_unknown,
 )
-from runequeue.text import one_line
+from runequeue.text import one_line, safe_str
 
 log = logging.getLogger("runequeue.worker")
 
@@ -81,8 +81,8 @@ class Attempt:
 
 def describe_error(error: BaseException) -> str:
     kind = type(error)
-    lines = traceback.format_exception(error)
-    return f"{kind.__module__}.{kind.__qualname__}: {error}\n\n{''.join(lines)}"
+    lines = traceback.format_exception(error)  # copes with a __str__ that raises by itself
+    return f"{kind.__module__}.{kind.__qualname__}: {safe_str(error)}\n\n{''.join(lines)}"
 
 
 def error_summary(error: BaseException) -> str:
@@ -148,6 +148,13 @@ async def run_attempt(
         await call_failed_hook(job, error)
         duration_s = time.perf_counter() - started
     return Attempt(decision, envelope.job, envelope.id, error, duration_s)
+
+
+def unexpected_failure(raw: bytes, error: BaseException) -> Attempt:
+    """The attempt of a job whose run raised where no job error is expected (a bug of ours, or a
+    user's object that breaks a rule): it fails with that error, so it is kept, never a zombie."""
+    job_id = payload.peek_id(raw) or "?"
+    return Attempt(Fail(type(error).__name__), payload.peek_name(raw) or "?", job_id, error, 0.0)
 
 
 def _unbuildable(envelope: Envelope, error: PayloadError, defer_unknown_jobs: bool) -> Decision:

@@ -29,7 +29,14 @@ from runequeue.job import Backoff
 from runequeue.outbox import FailureOutbox
 from runequeue.payload import Codec
 from runequeue.retry import Ack, Defer, Release
-from runequeue.runner import DEFAULT_CODEC, Attempt, JobDefaults, log_attempt, run_attempt
+from runequeue.runner import (
+    DEFAULT_CODEC,
+    Attempt,
+    JobDefaults,
+    log_attempt,
+    run_attempt,
+    unexpected_failure,
+)
 from runequeue.threads import DaemonThreadPool
 
 log = logging.getLogger("runequeue.worker")
@@ -298,8 +305,18 @@ class Worker:
         except asyncio.CancelledError:
             await self._interrupted(item)
             return
+        except BaseException as exc:  # a path run_attempt does not cover: fail it, never a zombie
+            log.exception("running %s raised outside its handler", item.job_id)
+            attempt = unexpected_failure(item.raw, exc)
         log_attempt(attempt, item.attempts)
-        await self._settle(item, attempt)
+        try:
+            await self._settle(item, attempt)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            # Let the lease go rather than renew it forever: the job runs again once it expires.
+            self._heartbeat.untrack(item)
+            log.exception("could not settle %s; it runs again when its lease expires", item.job_id)
 
     async def _settle(self, item: Reserved, attempt: Attempt) -> None:
         decision = attempt.decision

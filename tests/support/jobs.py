@@ -287,3 +287,48 @@ class FailsWithNul(Job, name="tests.FailsWithNul"):
     async def handle(self) -> None:
         note(self.ledger, "start", self)
         raise Boom("a NUL \x00 in the message")
+
+
+class LookupFailed(LookupError):
+    """What an ORM's "no such row" looks like to a job's constructor."""
+
+
+@dataclasses.dataclass
+class LooksUpOnBuild(Job, name="tests.LooksUpOnBuild"):
+    """Looks something up when it is built, as a model-loading job does; ``missing`` fails it.
+
+    Dispatch refuses ``missing`` values (its own decode raises too): the tests write them straight
+    into the store, as a row deleted between dispatch and work would look.
+    """
+
+    ledger: str
+    key: str
+    tries = 3
+
+    def __post_init__(self) -> None:
+        if self.key == "missing":
+            raise LookupFailed(f"no row {self.key!r}")
+        if self.key == "exit":
+            raise SystemExit(5)
+
+    async def handle(self) -> None:
+        note(self.ledger, "start", self)
+
+
+class Unprintable(Exception):
+    """An exception whose text cannot be had: its ``__str__`` raises."""
+
+    def __str__(self) -> str:
+        raise ValueError("__str__ of Unprintable raised")
+
+
+@dataclasses.dataclass
+class FailsUnprintably(Job, name="tests.FailsUnprintably"):
+    """Fails with an exception that cannot be turned into text (for the log line or failed_jobs)."""
+
+    ledger: str
+    tries = 1
+
+    async def handle(self) -> None:
+        note(self.ledger, "start", self)
+        raise Unprintable()

@@ -6,6 +6,8 @@ useful; pass a message to add the specifics (which URL, which job).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class RuneQueueError(Exception):
     """A runequeue error."""
@@ -30,8 +32,21 @@ class DriverUnavailable(DriverError):
     """The queue backend could not be reached."""
 
 
+class BackendFull(DriverError):
+    """The queue backend refuses new data: it is full (Redis at ``maxmemory``, say)."""
+
+
 class DispatchError(DriverError):
-    """The job could not be dispatched."""
+    """The job could not be dispatched.
+
+    A bulk dispatch is all or nothing per backend connection. When its jobs go to more than one
+    connection (job classes with a ``connection`` of their own), ``stored`` holds the ids of the
+    jobs already stored on the connections before the one that failed; none of the rest is.
+    """
+
+    def __init__(self, message: str | None = None, *, stored: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.stored: tuple[str, ...] = tuple(stored)
 
 
 class PayloadError(RuneQueueError):

@@ -12,7 +12,8 @@ import threading
 from collections.abc import Callable
 
 from runequeue.drivers.base import LeaseKeeper, Reserved
-from runequeue.errors import DriverError
+from runequeue.errors import BackendFull, DriverError
+from runequeue.logs import Recurring
 
 log = logging.getLogger("runequeue.worker")
 
@@ -32,6 +33,7 @@ class Heartbeat:
         self._lease_s = lease_s
         self._interval_s = interval_s
         self._on_lost = on_lost
+        self._backend_full = Recurring()
         self._lock = threading.Lock()
         # Keyed by lease, not job id: a retried job can be reserved again (new token) before the
         # task of its previous attempt has untracked itself.
@@ -68,8 +70,13 @@ class Heartbeat:
         except DriverError as exc:
             # Nothing to do but try again next beat; if the backend stays away for the whole
             # lease, the jobs are handed out again and this worker's acks are refused.
-            log.warning("could not renew %d lease(s): %s", len(jobs), exc)
+            if not isinstance(exc, BackendFull):
+                log.warning("could not renew %d lease(s): %s", len(jobs), exc)
+            elif (left_out := self._backend_full.due()) is not None:
+                log.error("could not renew %d lease(s): %s%s", len(jobs), exc,
+                          Recurring.note(left_out))  # fmt: skip
             return
+        self._backend_full.clear()
         for item, ok in zip(jobs, renewed, strict=True):
             if not ok:
                 self.untrack(item)

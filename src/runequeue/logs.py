@@ -145,3 +145,32 @@ def flush_logs() -> None:
     """Write out the lines still gathered, before printing anything else to the same terminal."""
     for handler in logging.getLogger(RUNEQUEUE_LOGGER).handlers:
         handler.flush()
+
+
+class Recurring:
+    """Whether to log a problem that comes back at every try: the first time, then once per
+    ``every_s`` with how many repeats were left out, so a day at the memory limit is a line a
+    minute, not a line a second."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self.every_s = every_s
+        self._logged_at: float | None = None
+        self._left_out = 0
+
+    def due(self) -> int | None:
+        """The repeats left out since the last line when one is due now, else ``None``."""
+        now = time.monotonic()
+        if self._logged_at is not None and now - self._logged_at < self.every_s:
+            self._left_out += 1
+            return None
+        left_out, self._left_out, self._logged_at = self._left_out, 0, now
+        return left_out
+
+    @staticmethod
+    def note(left_out: int) -> str:
+        """What to add to the line about the repeats left out (nothing the first time)."""
+        return f" ({left_out} more like it since the last line)" if left_out else ""
+
+    def clear(self) -> None:
+        """The problem went away: the next time it comes back is logged at once."""
+        self._logged_at, self._left_out = None, 0

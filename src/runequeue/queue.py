@@ -17,6 +17,7 @@ from runequeue.config import QueueConfig
 from runequeue.drivers import open_driver, open_producer
 from runequeue.drivers.base import Driver, Outgoing, Producer
 from runequeue.drivers.sync import SyncDriver
+from runequeue.errors import DispatchError
 from runequeue.failed import FailedJobStore
 from runequeue.job import Backoff, Job
 from runequeue.runner import run_now
@@ -85,12 +86,19 @@ class Queue:
     ) -> list[str]:
         """Dispatch many jobs in one round trip per connection; returns their ids in order.
 
-        Takes the same options as `dispatch`, applied to every job.
+        Takes the same options as `dispatch`, applied to every job. All or nothing per connection:
+        a `DispatchError` means none of that connection's jobs was stored; its ``stored`` lists
+        the jobs stored on other connections before it (for jobs whose class names its own).
         """
         groups = _group(config, jobs, queue, delay, tries, timeout, backoff)
+        stored: list[str] = []
         for connection, items in groups.items():
-            _producer(connection).push(items)
-        return [item.job_id for items in groups.values() for item in items]
+            try:
+                _producer(connection).push(items)
+            except DispatchError as exc:
+                raise _partly_stored(exc, stored) from exc
+            stored += (item.job_id for item in items)
+        return stored
 
     @staticmethod
     async def dispatch_many_async(
@@ -103,11 +111,16 @@ class Queue:
         timeout: float | None = None,
         backoff: Backoff | None = None,
     ) -> list[str]:
-        """`dispatch_many` for async code."""
+        """`dispatch_many` for async code, all or nothing per connection as it is."""
         groups = _group(config, jobs, queue, delay, tries, timeout, backoff)
+        stored: list[str] = []
         for connection, items in groups.items():
-            await _push_async(connection, items)
-        return [item.job_id for items in groups.values() for item in items]
+            try:
+                await _push_async(connection, items)
+            except DispatchError as exc:
+                raise _partly_stored(exc, stored) from exc
+            stored += (item.job_id for item in items)
+        return stored
 
     @staticmethod
     def size(config: QueueConfig, queue: str | None = None) -> int:
@@ -239,6 +252,17 @@ def _sync_driver(config: QueueConfig) -> SyncDriver:
 
         driver = _sync_drivers[config] = SyncDriver(run)
     return driver
+
+
+def _partly_stored(error: DispatchError, stored: Sequence[str]) -> DispatchError:
+    """``error`` as raised, or, when other connections took jobs before it, naming them."""
+    if not stored:
+        return error
+    return DispatchError(
+        f"{error} ({len(stored)} jobs were already stored on other connections: "
+        "DispatchError.stored lists them)",
+        stored=stored,
+    )
 
 
 def push_stored(config: QueueConfig, items: Sequence[Outgoing]) -> int:

@@ -22,10 +22,11 @@ from runequeue.config import QueueConfig
 from runequeue.deadlines import Deadlines
 from runequeue.drivers import open_driver
 from runequeue.drivers.base import Batch, Driver, Reserved
-from runequeue.errors import DriverError
+from runequeue.errors import BackendFull, DriverError
 from runequeue.failed import FailedJob, FailedJobStore
 from runequeue.heartbeat import Heartbeat
 from runequeue.job import Backoff
+from runequeue.logs import Recurring
 from runequeue.outbox import FailureOutbox
 from runequeue.payload import Codec
 from runequeue.retry import Ack, Defer, Release
@@ -124,6 +125,7 @@ class Worker:
         self._idle_task: asyncio.Future[Batch | None] | None = None
         self._acks: asyncio.Queue[Reserved | None] = asyncio.Queue()
         self._broker_backoff = _Backoff()
+        self._backend_full = Recurring()  # "out of memory" comes back at every try: not every line
         # Daemon threads: a handler that outlived its timeout must not keep the process alive.
         self._executor = DaemonThreadPool(options.concurrency, name="runequeue-job")
         self._heartbeat = Heartbeat(
@@ -238,12 +240,16 @@ class Worker:
             await self._broker_error("reserve", exc, until_stop=True)
             return None if not jobs else Batch(jobs, next_due)
         self._broker_backoff.reset()
+        self._backend_full.clear()
         return Batch(jobs, next_due)
 
     async def _broker_error(self, what: str, exc: DriverError, *, until_stop: bool = False) -> None:
         """Log and back off; ``until_stop`` cuts the wait short when the worker is stopping."""
         delay = self._broker_backoff.next_delay()
-        log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+        if not isinstance(exc, BackendFull):
+            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
+        elif (left_out := self._backend_full.due()) is not None:
+            log.error("%s failed: %s%s; retrying", what, exc, Recurring.note(left_out))
         if not until_stop:
             await asyncio.sleep(delay)
             return

@@ -13,6 +13,7 @@ import pytest
 
 from runequeue import QueueConfig
 from tests.chaos import report
+from tests.support.servers import OwnRedis
 from tests.workers import spawn_worker
 
 _results: list[report.Result] = []
@@ -23,6 +24,16 @@ def results(request: pytest.FixtureRequest) -> Iterator[list[report.Result]]:
     yield _results
     if request.config.getoption("--reliability-report") and _results:
         report.write(_results)
+
+
+@pytest.fixture
+def small_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """A Redis of the test's own with 8 MB of memory, refusing writes when full (noeviction)."""
+    server = OwnRedis(tmp_path, "--appendonly", "no", "--maxmemory", "8mb",
+                      "--maxmemory-policy", "noeviction")  # fmt: skip
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

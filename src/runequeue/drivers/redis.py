@@ -23,10 +23,9 @@ import contextlib
 import dataclasses
 import functools
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -35,14 +34,19 @@ from redis.retry import Retry
 
 from runequeue.drivers.base import Batch, Buried, Driver, LeaseKeeper, Outgoing, Producer, Reserved
 from runequeue.drivers.redis_direct import Call, Fallback, ScriptLine
+from runequeue.drivers.redis_errors import mapped_errors, redacted
 from runequeue.errors import DispatchError, DriverError, DriverUnavailable
 from runequeue.payload import DEFAULT_MAX_BYTES
 
 # Expired leases and due delayed jobs handled per reserve call; the sweeper catches up the rest.
 RECOVER_LIMIT = 100
-# Jobs per push script call. A script holds Redis for its whole run (about 3.5 µs a job), so a
-# bulk dispatch of 100,000 jobs is sent as many calls in one pipeline, not one 350 ms script.
+# Jobs per push script call: a bulk dispatch is sent as calls of this many jobs in one MULTI/EXEC
+# transaction, which keeps each script's arguments bounded. Redis runs the transaction as one
+# command (about 3.5 µs a job), so a very large batch holds it for that long: the price of all or
+# nothing (split a batch yourself where that matters; each call is atomic on its own).
 PUSH_CHUNK = 1000
+# The share of maxmemory past which a worker warns at start that Redis will soon refuse jobs.
+NEARLY_FULL = 0.9
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -80,26 +84,6 @@ class QueueKeys:
 @functools.cache
 def _lua(name: str) -> str:
     return resources.files("runequeue.drivers").joinpath("lua", f"{name}.lua").read_text("utf-8")
-
-
-def redacted(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-@contextlib.contextmanager
-def mapped_errors(url: str) -> Iterator[None]:
-    """Turn redis-py exceptions into runequeue's, so callers never import redis."""
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        raise DriverUnavailable(f"Redis at {redacted(url)} is unreachable: {exc}") from exc
-    except redis.RedisError as exc:
-        raise DriverError(f"Redis at {redacted(url)} failed: {exc}") from exc
 
 
 ScriptArg = bytes | str | int | float
@@ -214,7 +198,10 @@ class RedisProducer:
 
     def _push_through_client(self, calls: Sequence[Call]) -> list[Any]:
         try:
-            with mapped_errors(self.url), self.client.pipeline(transaction=False) as pipe:
+            # MULTI/EXEC for more than one call: Redis decides "out of memory" once, before EXEC,
+            # for every script in it, so a batch is stored whole or not at all (R25).
+            pipeline = self.client.pipeline(transaction=len(calls) > 1)
+            with mapped_errors(self.url), pipeline as pipe:
                 for keys, args in calls:
                     self._push(keys=keys, args=args, client=pipe)
                 return pipe.execute()
@@ -309,12 +296,13 @@ class RedisDriver:
         self._clear = self.client.register_script(_lua("clear"))
 
     async def push(self, items: Sequence[Outgoing]) -> int:
+        calls = _push_calls(self.keys, items)
         try:
             with mapped_errors(self.url):
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for queue, group in _by_queue(items).items():
-                        keys = _push_keys(self.keys(queue))
-                        await self._push(keys=keys, args=_push_args(group), client=pipe)
+                # All or nothing, as `RedisProducer.push`.
+                async with self.client.pipeline(transaction=len(calls) > 1) as pipe:
+                    for keys, args in calls:
+                        await self._push(keys=keys, args=args, client=pipe)
                     return sum(int(stored) for stored in await pipe.execute())
         except DriverError as exc:
             raise DispatchError(f"could not dispatch: {exc}") from exc
@@ -501,7 +489,27 @@ class RedisDriver:
                 f"Redis at {redacted(self.url)} evicts keys when full (maxmemory-policy {policy}): "
                 "it may delete queued jobs (set noeviction)"
             )
+        with mapped_errors(self.url):
+            nearly_full = await self._memory_warning()
+        if nearly_full:
+            warnings.append(nearly_full)
         return warnings
+
+    async def _memory_warning(self) -> str | None:
+        """A warning when Redis is close to ``maxmemory``, where it refuses new jobs."""
+        try:
+            memory = await self.client.info("memory")
+        except redis.ResponseError:  # INFO denied by an ACL: nothing to say
+            return None
+        used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
+        if not limit or used < NEARLY_FULL * limit:
+            return None
+        return (
+            f"Redis at {redacted(self.url)} uses {used / 2**20:.1f} MiB of its maxmemory "
+            f"{limit / 2**20:.1f} MiB ({used / limit:.0%}): when full it refuses new jobs "
+            "(dispatch fails with 'out of memory') while workers go on; raise maxmemory or free "
+            "memory"
+        )
 
     async def _settings(self) -> dict[str, str]:
         try:

@@ -62,13 +62,26 @@ class ScriptLine:
         self._resume_at = 0.0
 
     def call_many(self, calls: Sequence[Call]) -> list[Any]:
-        """Send every call without waiting, then read every reply, in order."""
+        """Send every call without waiting, then read every reply, in order.
+
+        More than one call go in one MULTI/EXEC transaction, so they are stored all or none: Redis
+        judges "out of memory" once, before EXEC, for every script in it (`RedisProducer.push`).
+        """
+        atomic = len(calls) > 1
+        # hiredis packs in C what redis-py's packer checks argument by argument first.
+        commands = [_pack(("EVALSHA", self._sha, len(keys), *keys, *args)) for keys, args in calls]
+        if atomic:
+            commands = [_pack(("MULTI",)), *commands, _pack(("EXEC",))]
         with self._held() as connection:
-            for keys, args in calls:
-                # hiredis packs in C what redis-py's packer checks argument by argument first.
-                command = _pack(("EVALSHA", self._sha, len(keys), *keys, *args))
-                connection.send_packed_command([command], check_health=False)
-            return [connection.read_response() for _ in calls]
+            connection.send_packed_command(commands, check_health=False)
+            replies = [connection.read_response() for _ in commands]
+            if not atomic:
+                return replies
+            results = cast(list[Any], replies[-1])
+            for result in results:
+                if isinstance(result, redis.ResponseError):
+                    raise result  # a Fallback: the client path repeats it, and says why
+            return results
 
     @contextlib.contextmanager
     def _held(self) -> Iterator[_Connection]:

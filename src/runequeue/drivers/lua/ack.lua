@@ -1,3 +1,6 @@
+#!lua flags=allow-oom
+-- allow-oom: it runs when Redis is full (maxmemory, noeviction), so a full Redis stops dispatch,
+-- not work: jobs are still taken, renewed, finished and failed, which frees the memory.
 -- ack: delete finished jobs whose lease the caller still holds.
 -- KEYS[1] = reserved zset, KEYS[2] = payload hash, KEYS[3] = attempts hash, KEYS[4] = tries hash,
 -- KEYS[5] = token hash

@@ -1,3 +1,6 @@
+#!lua flags=allow-oom
+-- allow-oom: it runs when Redis is full (maxmemory, noeviction), so a full Redis stops dispatch,
+-- not work: jobs are still taken, renewed, finished and failed, which frees the memory.
 -- bury: move a reserved job that failed for good into the failed outbox.
 -- KEYS[1] = reserved zset, KEYS[2] = token hash, KEYS[3] = dead zset, KEYS[4] = errors hash
 -- ARGV[1] = id, ARGV[2] = lease token, ARGV[3] = error text

@@ -1,3 +1,6 @@
+#!lua flags=allow-oom
+-- allow-oom: it runs when Redis is full (maxmemory, noeviction), so a full Redis stops dispatch,
+-- not work: jobs are still taken, renewed, finished and failed, which frees the memory.
 -- clear: delete every ready, delayed and reserved job of one queue (the failed outbox is kept).
 -- KEYS[1] = ready list, KEYS[2] = delayed zset, KEYS[3] = reserved zset, KEYS[4] = payload hash,
 -- KEYS[5] = attempts hash, KEYS[6] = tries hash, KEYS[7] = token hash, KEYS[8] = notify list

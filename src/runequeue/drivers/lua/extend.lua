@@ -1,3 +1,6 @@
+#!lua flags=allow-oom
+-- allow-oom: it runs when Redis is full (maxmemory, noeviction), so a full Redis stops dispatch,
+-- not work: jobs are still taken, renewed, finished and failed, which frees the memory.
 -- extend: renew leases still held by the caller.
 -- KEYS[1] = reserved zset, KEYS[2] = token hash
 -- ARGV[1] = lease ms, then pairs: id, lease token

@@ -1,3 +1,6 @@
+#!lua flags=allow-oom
+-- allow-oom: it runs when Redis is full (maxmemory, noeviction), so a full Redis stops dispatch,
+-- not work: jobs are still taken, renewed, finished and failed, which frees the memory.
 -- release: put a reserved job back (a retry after backoff, or a graceful shutdown).
 -- KEYS[1] = ready list, KEYS[2] = delayed zset, KEYS[3] = reserved zset, KEYS[4] = attempts hash,
 -- KEYS[5] = token hash, KEYS[6] = notify list

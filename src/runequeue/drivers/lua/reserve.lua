@@ -1,3 +1,6 @@
+#!lua flags=allow-oom
+-- allow-oom: it runs when Redis is full (maxmemory, noeviction), so a full Redis stops dispatch,
+-- not work: jobs are still taken, renewed, finished and failed, which frees the memory.
 -- reserve: make due delayed jobs ready, recover expired leases, then lease up to ARGV[1] jobs.
 -- KEYS[1] = ready list, KEYS[2] = delayed zset, KEYS[3] = reserved zset (id -> lease deadline ms),
 -- KEYS[4] = payload hash, KEYS[5] = attempts hash, KEYS[6] = tries hash, KEYS[7] = token hash,

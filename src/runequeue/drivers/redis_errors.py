@@ -1,0 +1,62 @@
+"""redis-py's exceptions as runequeue's, with messages a user can act on.
+
+Two refusals get words of their own, because what to do about them is not obvious from Redis's
+text: "out of memory" (``maxmemory`` reached with a ``noeviction`` policy: Redis takes no new
+data, while scripts flagged ``allow-oom`` still finish and release jobs) and "read only" (the
+server was demoted to a replica by a failover). A read-only server is reported as unavailable, so
+the worker backs off and reconnects instead of running jobs it could not acknowledge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from runequeue.errors import BackendFull, DriverError, DriverUnavailable
+
+# redis-py prefixes an error inside a pipeline with the command, cut to a hundred characters
+# ("Command # 2 (EVALSHA e9b1... r25:{default}...) of pipeline caused error: "): noise that hides
+# the server's own words, so it is taken off.
+_PIPELINE_PREFIX = "Command # "
+_PIPELINE_MARK = " of pipeline caused error: "
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def server_words(exc: redis.RedisError) -> str:
+    """What Redis said, whole, without redis-py's cut-down copy of the command in front."""
+    text = str(exc)
+    if text.startswith(_PIPELINE_PREFIX) and _PIPELINE_MARK in text:
+        return text.split(_PIPELINE_MARK, 1)[1]
+    return text
+
+
+@contextlib.contextmanager
+def mapped_errors(url: str) -> Iterator[None]:
+    """Turn redis-py exceptions into runequeue's, so callers never import redis."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        raise DriverUnavailable(f"Redis at {redacted(url)} is unreachable: {exc}") from exc
+    except redis.exceptions.OutOfMemoryError as exc:
+        raise BackendFull(
+            f"Redis at {redacted(url)} is out of memory ({server_words(exc).rstrip('.')}): it "
+            "takes no new jobs until memory is freed or maxmemory is raised"
+        ) from exc
+    except redis.exceptions.ReadOnlyError as exc:
+        raise DriverUnavailable(
+            f"Redis at {redacted(url)} is a read-only replica now ({server_words(exc)}): a "
+            "failover demoted it; reconnecting until the URL leads to a master"
+        ) from exc
+    except redis.RedisError as exc:
+        raise DriverError(f"Redis at {redacted(url)} failed: {server_words(exc)}") from exc

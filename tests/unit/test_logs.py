@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from runequeue.logs import LINE_FORMAT, BatchingStreamHandler, SecondCachedFormatter
+from runequeue.logs import LINE_FORMAT, BatchingStreamHandler, Recurring, SecondCachedFormatter
 
 
 def make_logger(stream: io.StringIO, name: str) -> tuple[logging.Logger, BatchingStreamHandler]:
@@ -64,3 +64,24 @@ def test_cached_timestamps_match_loggings_own() -> None:
         record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
         record.created, record.msecs = created, (created - int(created)) * 1000
         assert ours.format(record) == theirs.format(record)
+
+
+def test_a_recurring_problem_is_logged_first_then_once_per_interval() -> None:
+    recurring = Recurring(every_s=3600)
+    assert recurring.due() == 0  # the first time: at once
+    assert [recurring.due() for _ in range(3)] == [None, None, None]  # then left out...
+    recurring.clear()
+    assert recurring.due() == 0  # ...until it went away and came back
+    often = Recurring(every_s=0.0)
+    assert often.due() == 0 and often.due() == 0
+    assert Recurring.note(0) == ""
+    assert Recurring.note(3) == " (3 more like it since the last line)"
+
+
+def test_the_line_after_an_interval_counts_the_repeats_left_out() -> None:
+    recurring = Recurring(every_s=0.05)
+    recurring.due()
+    recurring.due()
+    recurring.due()
+    time.sleep(0.06)
+    assert recurring.due() == 2

@@ -20,8 +20,9 @@ metadata = sa.MetaData()
 _Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
-# Job states in the jobs table.
-READY, LEASED, DEAD = 0, 1, 2
+# Job states in the jobs table. RECOVERED: ready, but its last worker died running it, so it
+# goes only to a worker running nothing else (`Driver.reserve`).
+READY, LEASED, DEAD, RECOVERED = 0, 1, 2, 3
 
 # The database driver's queue. Times are epoch milliseconds, read from the database's clock
 # (PostgreSQL and MySQL) or this host's (SQLite: one host by definition).
@@ -45,8 +46,8 @@ jobs = sa.Table(
     sa.Column("failed_at", sa.BigInteger(), nullable=True),  # DEAD: waiting for failed_jobs
     sa.Column("error", _LongText, nullable=True),
     sa.Column("created_at", sa.BigInteger(), nullable=False),
-    # Reserve reads (queue, READY, available_at <= now) in (available_at, id) order; recovery
-    # reads (LEASED, lease_expires_at < now).
+    # Reserve reads (queue, READY or RECOVERED, available_at <= now) in (available_at, id)
+    # order; recovery reads (LEASED, lease_expires_at < now).
     sa.Index("jobs_ready", "queue", "state", "available_at", "id"),
     sa.Index("jobs_leases", "state", "lease_expires_at"),
     sqlite_autoincrement=True,

@@ -124,6 +124,10 @@ class Worker:
         self._outbox = FailureOutbox(driver, failed_store, connection=connection, codec=codec)
         self._idle_task: asyncio.Future[Batch | None] | None = None
         self._acks: asyncio.Queue[Reserved | None] = asyncio.Queue()
+        # A job recovered from a dead worker runs alone (`Driver.reserve`): the one running now,
+        # and whether others wait for this worker to have nothing else running.
+        self._alone: str | None = None
+        self._recovered_waiting = False
         self._broker_backoff = _Backoff()
         self._backend_full = Recurring()  # "out of memory" comes back at every try: not every line
         # Daemon threads: a handler that outlived its timeout must not keep the process alive.
@@ -190,6 +194,7 @@ class Worker:
             batch = await self._reserve(free)
             if batch is None:
                 continue  # broker error: already backed off
+            self._recovered_waiting = batch.recovered_waiting
             if batch.jobs:
                 self._start(batch.jobs)
             elif self.options.stop_when_empty:
@@ -197,6 +202,7 @@ class Worker:
                     return
                 await self._wait_for_a_job()
             elif (woken := await self._idle(batch.next_due_s, free)) and woken.jobs:
+                self._recovered_waiting = woken.recovered_waiting
                 self._start(woken.jobs)
                 # Let the jobs that woke us start before the next reserve is built and sent:
                 # at low load that is their latency (about 0.1 ms here).
@@ -213,7 +219,7 @@ class Worker:
         )
 
     async def _free_slots(self) -> int:
-        while len(self._running) >= self.options.concurrency and not self._stop.is_set():
+        while self._busy() and not self._stop.is_set():
             self._slot_free.clear()
             await self._slot_free.wait()
         free = self.options.concurrency - len(self._running)
@@ -221,27 +227,38 @@ class Worker:
             free = min(free, self.options.max_jobs - self._reserved_total)
         return 0 if self._stop.is_set() else max(free, 0)
 
+    def _busy(self) -> bool:
+        """No slot to reserve into: all taken, or a recovered job runs or waits to (it runs alone,
+        so the worker lets its other jobs finish first)."""
+        if len(self._running) >= self.options.concurrency:
+            return True
+        return bool(self._running) and (self._alone is not None or self._recovered_waiting)
+
     async def _reserve(self, count: int) -> Batch | None:
-        """Up to ``count`` jobs, taken from the queues in priority order."""
+        """Up to ``count`` jobs, taken from the queues in priority order; or, when this worker
+        runs nothing, one job recovered from a dead worker, to run alone."""
         jobs: list[Reserved] = []
         next_due: float | None = None
+        alone = not self._running
+        waiting = False
         try:
             for queue in self.options.queues:
                 batch = await self.driver.reserve(
                     queue, count - len(jobs), lease_s=self.options.lease_s,
-                    default_tries=self.options.tries,
+                    default_tries=self.options.tries, alone=alone and not jobs,
                 )  # fmt: skip
                 jobs += batch.jobs
+                waiting = waiting or batch.recovered_waiting
                 if batch.next_due_s is not None:
                     next_due = min(batch.next_due_s, next_due if next_due is not None else 1e9)
-                if len(jobs) >= count:
+                if len(jobs) >= count or (jobs and jobs[0].recovered):
                     break
         except DriverError as exc:
             await self._broker_error("reserve", exc, until_stop=True)
             return None if not jobs else Batch(jobs, next_due)
         self._broker_backoff.reset()
         self._backend_full.clear()
-        return Batch(jobs, next_due)
+        return Batch(jobs, next_due, waiting)
 
     async def _broker_error(self, what: str, exc: DriverError, *, until_stop: bool = False) -> None:
         """Log and back off; ``until_stop`` cuts the wait short when the worker is stopping."""
@@ -257,6 +274,10 @@ class Worker:
             await asyncio.wait_for(self._stop.wait(), delay)
 
     def _start(self, jobs: Sequence[Reserved]) -> None:
+        if jobs[0].recovered:
+            self._alone = jobs[0].job_id
+            log.info("ALONE %s: its last worker died running it; it runs with no other job",
+                     jobs[0].job_id)  # fmt: skip
         for item in jobs:
             self._reserved_total += 1
             self._heartbeat.track(item)
@@ -268,6 +289,8 @@ class Worker:
         # Only if it is still this task: a retried job may already run again under the same id.
         if self._running.get(task.get_name()) is task:
             del self._running[task.get_name()]
+            if self._alone == task.get_name():
+                self._alone = None
         self._slot_free.set()
 
     async def _wait_for_a_job(self) -> None:
@@ -285,8 +308,9 @@ class Worker:
         timeout = opts.sleep_s if next_due_s is None else min(opts.sleep_s, next_due_s)
         if len(opts.queues) == 1:
             waiting: Awaitable[Batch | None] = self.driver.wait_and_reserve(
-                opts.queues[0], timeout, free, lease_s=opts.lease_s, default_tries=opts.tries
-            )
+                opts.queues[0], timeout, free, lease_s=opts.lease_s, default_tries=opts.tries,
+                alone=not self._running,
+            )  # fmt: skip
         else:
             waiting = self.driver.wait(opts.queues, timeout)
         # If a shutdown cancels this mid-call, jobs it reserved run again after their lease.

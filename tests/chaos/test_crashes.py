@@ -171,6 +171,54 @@ def test_r13_job_that_kills_its_worker_is_failed_after_its_tries(
     assert fleet.restarts == 3
 
 
+@pytest.mark.parametrize("kind", [*DRIVERS, "database-mysql"])
+def test_r28_a_poison_job_takes_no_neighbour_down_with_default_tries(
+    kind: str,
+    backend_for: Callable[[str], QueueConfig],
+    fleet_factory: list[Fleet],
+    results: list[Result],
+    tmp_path: Path,
+) -> None:
+    """Issue 11, item 7: the jobs running beside a poison job die with it, but only once. Recovered
+    from the dead worker, each runs alone, so the poison's next deliveries kill nothing else and
+    no healthy job fails for it, at the default three tries."""
+    config = dataclasses.replace(backend_for(kind), retry_after_s=1.0)
+    ledger = tmp_path / "ledger"
+    poison = Queue.dispatch(config, KillsItsWorker(ledger=str(ledger)))
+    normal = Queue.dispatch_many(config, [Sleepy(ledger=str(ledger), seconds=0.05)
+                                          for _ in range(200)])  # fmt: skip
+    fleet = Fleet(config, 1, ["--sleep", "0.2", "--concurrency", "4"], tmp_path)
+    fleet_factory.append(fleet)
+
+    def settled() -> bool:
+        normal_done = {e.job_id for e in read_events(ledger) if e.event == "done"}
+        failed = {f.job_id for f in failed_jobs(config)}
+        return poison in failed and normal_done | failed >= set(normal)
+
+    deadline = time.monotonic() + 60
+    while not settled() and time.monotonic() < deadline:
+        time.sleep(0.2)
+        fleet.restart_dead()  # as a supervisor would
+    fleet.stop()
+    events = read_events(ledger)
+    poison_starts = [e for e in events if e.job_id == poison]
+    killed_pids = {e.pid for e in poison_starts}
+    done = {(e.job_id, e.pid) for e in events if e.event == "done"}
+    victims = {e.job_id for e in events if e.pid in killed_pids and e.event == "start"
+               and e.job_id != poison and (e.job_id, e.pid) not in done}  # fmt: skip
+    healthy_failed = [f.job_id for f in failed_jobs(config) if f.job_id != poison]
+    results.append(
+        Result("R28", kind, 201, "a job calling os._exit(137) among 200 jobs, default tries (3)",
+               0, len(victims), None,
+               f"{len(poison_starts)} deliveries; {len(victims)} neighbours killed once, each run "
+               f"alone after; {len(healthy_failed)} healthy jobs failed")
+    )  # fmt: skip
+    assert healthy_failed == []
+    assert len(poison_starts) == 3
+    assert {e.job_id for e in events if e.event == "done"} == set(normal)
+    assert "ALONE" in fleet.log_text()
+
+
 @pytest.mark.parametrize("kind", ["redis", "database-sqlite"])
 def test_r14_blocked_event_loop_keeps_its_lease(
     kind: str, backend_for: Callable[[str], QueueConfig], results: list[Result], tmp_path: Path

@@ -145,8 +145,10 @@ def test_expired_lease_is_handed_out_again_and_the_stale_holder_is_refused(
         assert (await driver.reserve("default", 1, lease_s=30, default_tries=3)).jobs == []
         await asyncio.sleep(0.5)
         await driver.recover("default", default_tries=3)
-        (second,) = (await driver.reserve("default", 1, lease_s=30, default_tries=3)).jobs
+        batch = await driver.reserve("default", 1, lease_s=30, default_tries=3, alone=True)
+        (second,) = batch.jobs
         assert second.job_id == first.job_id
+        assert second.recovered
         assert (first.attempts, second.attempts) == (1, 2)
         assert second.token != first.token
         assert await driver.ack([first]) == [False]
@@ -161,6 +163,38 @@ def test_expired_lease_is_handed_out_again_and_the_stale_holder_is_refused(
 
     with_driver(backend, check)
     assert Queue.size(backend) == 0
+
+
+def test_a_recovered_job_goes_only_to_a_worker_running_nothing_and_by_itself(
+    backend: QueueConfig,
+) -> None:
+    """Issue 11, item 7: the jobs of a dead worker are not handed out together again, so a poison
+    job among them dies alone next time instead of taking its neighbours' attempts with it."""
+    victims = Queue.dispatch_many(backend, [Record(ledger="unused") for _ in range(3)])
+    fresh = Queue.dispatch_many(backend, [Record(ledger="unused") for _ in range(2)])
+
+    async def check(driver: Driver) -> None:
+        taken = (await driver.reserve("default", 3, lease_s=0.2, default_tries=3)).jobs
+        assert [item.job_id for item in taken] == victims
+        await asyncio.sleep(0.4)  # their worker "died": the leases expire
+        await driver.recover("default", default_tries=3)
+
+        busy = await driver.reserve("default", 10, lease_s=30, default_tries=3)
+        assert [item.job_id for item in busy.jobs] == fresh  # a busy worker: ordinary jobs only
+        assert not any(item.recovered for item in busy.jobs)
+        assert busy.recovered_waiting
+        alone = []
+        for _ in victims:
+            batch = await driver.reserve("default", 10, lease_s=30, default_tries=3, alone=True)
+            (item,) = batch.jobs  # one at a time, however many slots are free
+            assert item.recovered and item.attempts == 2
+            alone.append(item.job_id)
+        assert alone == victims  # oldest first
+        last = await driver.reserve("default", 10, lease_s=30, default_tries=3, alone=True)
+        assert last.jobs == [] and not last.recovered_waiting
+        assert await driver.size("default") == 5  # recovered jobs count as queued
+
+    with_driver(backend, check)
 
 
 def test_expired_lease_with_no_tries_left_is_failed(backend: QueueConfig) -> None:

@@ -40,14 +40,22 @@ class Reserved:
     raw: bytes
     attempts: int  # including this one: attempts are counted when a job is reserved
     token: str
+    # Its last worker died running it (its lease expired): it runs alone, so that if it is what
+    # kills workers, it takes no other job down with it again.
+    recovered: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Batch:
-    """What one reserve call returned, and how long until the next delayed job is due."""
+    """What one reserve call returned, and how long until the next delayed job is due.
+
+    ``recovered_waiting``: jobs recovered from a dead worker wait for a worker that runs nothing
+    else (see `Driver.reserve`'s ``alone``).
+    """
 
     jobs: list[Reserved]
     next_due_s: float | None = None
+    recovered_waiting: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -85,11 +93,16 @@ class Driver(Protocol):
     async def push(self, items: Sequence[Outgoing]) -> int:
         """As `Producer.push`: returns how many were stored."""
 
-    async def reserve(self, queue: str, count: int, *, lease_s: float, default_tries: int) -> Batch:
+    async def reserve(
+        self, queue: str, count: int, *, lease_s: float, default_tries: int, alone: bool = False
+    ) -> Batch:
         """Lease up to ``count`` ready jobs, counting an attempt for each.
 
-        Due delayed jobs are made ready first, and expired leases are recovered: back to the queue,
-        or into the failed outbox when they have no attempts left.
+        Due delayed jobs are made ready first, and expired leases are recovered: into the failed
+        outbox when they have no attempts left, else kept apart as recovered jobs. A recovered job
+        is handed out only to a caller that runs nothing else (``alone``), and then by itself
+        (``Reserved.recovered``): a job that kills its worker then takes no neighbour with it.
+        Other callers get ordinary jobs, and ``Batch.recovered_waiting`` says recovered ones wait.
         """
 
     async def recover(self, queue: str, *, default_tries: int) -> None:
@@ -99,7 +112,14 @@ class Driver(Protocol):
         """Block until new work may be ready on one of ``queues``, or ``timeout_s`` passes."""
 
     async def wait_and_reserve(
-        self, queue: str, timeout_s: float, count: int, *, lease_s: float, default_tries: int
+        self,
+        queue: str,
+        timeout_s: float,
+        count: int,
+        *,
+        lease_s: float,
+        default_tries: int,
+        alone: bool = False,
     ) -> Batch:
         """`wait` on one queue, then `reserve` from it (in one round trip where possible)."""
 

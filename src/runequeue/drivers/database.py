@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -39,6 +40,7 @@ from runequeue.errors import (
     MissingTable,
 )
 from runequeue.payload import DEFAULT_MAX_BYTES
+from runequeue.schema import READY, RECOVERED
 
 NOTIFY_CHANNEL = "runequeue_jobs"
 RECOVER_EVERY_S = 1.0  # reserve also recovers expired leases, at most this often per queue
@@ -93,6 +95,7 @@ class DatabaseQueue:
             self.engine = create_engine(url, create=False)  # `rune migrate` creates it
         self.dialect = self.engine.dialect.name
         self._recovered_at: dict[str, float] = {}
+        self._recovered_waiting: dict[str, bool] = {}
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -115,21 +118,45 @@ class DatabaseQueue:
         except DriverError as exc:
             raise DispatchError(f"could not dispatch: {exc}") from exc
 
-    def reserve(self, queue: str, count: int, *, lease_s: float, default_tries: int) -> Batch:
+    def reserve(
+        self, queue: str, count: int, *, lease_s: float, default_tries: int, alone: bool = False
+    ) -> Batch:
+        """See `Driver.reserve`. Whether recovered jobs wait is learnt when leases are recovered
+        (at most every `RECOVER_EVERY_S`) and when one is looked for: never a query per reserve."""
         if time.monotonic() - self._recovered_at.get(queue, 0.0) >= RECOVER_EVERY_S:
             self.recover(queue, default_tries=default_tries)
+        if alone and count > 0 and self._recovered_waiting.get(queue):
+            batch = self._reserve_recovered(queue, lease_s)
+            if batch.jobs:
+                return batch
         while True:
             batch, failed_some = self._reserve_once(queue, count, lease_s)
             # Rows failed at reserve (oversized, unreadable) hid the jobs behind them: look
             # again, or a worker with --stop-when-empty would stop with those jobs still queued.
             if batch.jobs or not failed_some:
+                return dataclasses.replace(
+                    batch, recovered_waiting=self._recovered_waiting.get(queue, False)
+                )
+
+    def _reserve_recovered(self, queue: str, lease_s: float) -> Batch:
+        """One job recovered from a dead worker, to run alone; none if none can be taken."""
+        while True:
+            batch, failed_some = self._reserve_once(queue, 1, lease_s, state=RECOVERED)
+            if batch.jobs:
+                (job,) = batch.jobs
+                return Batch([dataclasses.replace(job, recovered=True)], recovered_waiting=True)
+            if not failed_some:
+                self._recovered_waiting[queue] = False  # until the next recovery finds some
                 return batch
 
-    def _reserve_once(self, queue: str, count: int, lease_s: float) -> tuple[Batch, bool]:
-        """One reserve transaction; also ``True`` if it failed rows no worker can take."""
+    def _reserve_once(
+        self, queue: str, count: int, lease_s: float, *, state: int = READY
+    ) -> tuple[Batch, bool]:
+        """One reserve transaction from the rows in ``state``; also ``True`` if it failed rows
+        no worker can take."""
         token = secrets.token_hex(16)
         with self._errors(), self.engine.begin() as conn:
-            rows = conn.execute(sql.select_ready(self.dialect, queue, count)).all()
+            rows = conn.execute(sql.select_ready(self.dialect, queue, count, state)).all()
             if not rows:
                 due_ms = conn.execute(sql.next_due(self.dialect, queue)).scalar()
                 return Batch([], None if due_ms is None else max(float(due_ms), 0.0) / 1000), False
@@ -184,6 +211,8 @@ class DatabaseQueue:
             recovered = conn.execute(put_back).rowcount > 0
             if recovered:
                 _notify(conn)
+            waiting = conn.execute(sql.recovered_waiting(queue)).first() is not None
+        self._recovered_waiting[queue] = waiting
         return recovered
 
     def _each(self, statements: Sequence[sa.Executable], *, runnable: bool = False) -> list[bool]:
@@ -282,14 +311,17 @@ class DatabaseDriver:
     async def push(self, items: Sequence[Outgoing]) -> int:
         return await asyncio.to_thread(self.queue.push, items)
 
-    async def reserve(self, queue: str, count: int, *, lease_s: float, default_tries: int) -> Batch:
+    async def reserve(
+        self, queue: str, count: int, *, lease_s: float, default_tries: int, alone: bool = False
+    ) -> Batch:
         if self._should_listen():
             # Listen before looking: a job made runnable after this reserve found none must
             # wake the wait that follows, and a NOTIFY sent before the LISTEN is lost.
             await asyncio.to_thread(self._listen_or_poll)
         batch = await asyncio.to_thread(
-            self.queue.reserve, queue, count, lease_s=lease_s, default_tries=default_tries
-        )
+            self.queue.reserve, queue, count, lease_s=lease_s, default_tries=default_tries,
+            alone=alone,
+        )  # fmt: skip
         if batch.jobs:
             self._poll_s = FIRST_POLL_S
         return batch
@@ -321,10 +353,19 @@ class DatabaseDriver:
         self._poll_s = min(self._poll_s * 2, max(timeout_s, FIRST_POLL_S))
 
     async def wait_and_reserve(
-        self, queue: str, timeout_s: float, count: int, *, lease_s: float, default_tries: int
+        self,
+        queue: str,
+        timeout_s: float,
+        count: int,
+        *,
+        lease_s: float,
+        default_tries: int,
+        alone: bool = False,
     ) -> Batch:
         await self.wait([queue], timeout_s)
-        return await self.reserve(queue, count, lease_s=lease_s, default_tries=default_tries)
+        return await self.reserve(
+            queue, count, lease_s=lease_s, default_tries=default_tries, alone=alone
+        )
 
     def _should_listen(self) -> bool:
         return (

@@ -63,6 +63,7 @@ class QueueKeys:
     dead: str
     errors: str
     notify: str
+    recovered: str  # jobs whose worker died running them, waiting for a worker running nothing
 
     @classmethod
     def of(cls, prefix: str, queue: str) -> QueueKeys:
@@ -78,6 +79,7 @@ class QueueKeys:
             dead=f"{base}:dead",
             errors=f"{base}:errors",
             notify=f"{base}:notify",
+            recovered=f"{base}:recovered",
         )
 
 
@@ -95,6 +97,20 @@ def _text(value: Any) -> str:
 
 def _push_keys(k: QueueKeys) -> list[str]:
     return [k.ready, k.delayed, k.payload, k.tries, k.notify]
+
+
+def _count_jobs(pipe: redis.client.Pipeline | aioredis.client.Pipeline, k: QueueKeys) -> None:
+    """Queue on ``pipe`` the counts `size` adds up: ready, recovered, delayed and reserved."""
+    pipe.llen(k.ready)
+    pipe.llen(k.recovered)
+    pipe.zcard(k.delayed)
+    pipe.zcard(k.reserved)
+
+
+def _clear_keys(k: QueueKeys) -> list[str]:
+    """clear.lua's keys."""
+    return [k.ready, k.delayed, k.reserved, k.payload, k.attempts, k.tries, k.token, k.notify,
+            k.recovered]  # fmt: skip
 
 
 def _push_calls(keys: _KeyCache, items: Sequence[Outgoing]) -> list[Call]:
@@ -147,12 +163,14 @@ def _block(timeout_s: float) -> float:
 
 
 def _batch(queue: str, reply: list[Any], token: str) -> Batch:
+    """reserve.lua's reply: {next due ms, recovered jobs waiting, taken from them, jobs...}."""
+    recovered = reply[2] == 1
     jobs = [
-        Reserved(queue, _text(reply[i]), reply[i + 1], int(reply[i + 2]), token)
-        for i in range(1, len(reply), 3)
+        Reserved(queue, _text(reply[i]), reply[i + 1], int(reply[i + 2]), token, recovered)
+        for i in range(3, len(reply), 3)
     ]
     next_due_ms = int(reply[0])
-    return Batch(jobs, None if next_due_ms < 0 else next_due_ms / 1000)
+    return Batch(jobs, None if next_due_ms < 0 else next_due_ms / 1000, int(reply[1]) > 0)
 
 
 class _KeyCache:
@@ -211,25 +229,13 @@ class RedisProducer:
     def size(self, queue: str) -> int:
         k = self.keys(queue)
         with mapped_errors(self.url), self.client.pipeline(transaction=False) as pipe:
-            pipe.llen(k.ready)
-            pipe.zcard(k.delayed)
-            pipe.zcard(k.reserved)
+            _count_jobs(pipe, k)
             return sum(int(n) for n in pipe.execute())
 
     def clear(self, queue: str) -> int:
         k = self.keys(queue)
         with mapped_errors(self.url):
-            keys = [
-                k.ready,
-                k.delayed,
-                k.reserved,
-                k.payload,
-                k.attempts,
-                k.tries,
-                k.token,
-                k.notify,
-            ]
-            return int(self._clear(keys=keys))
+            return int(self._clear(keys=_clear_keys(k)))
 
     def close(self) -> None:
         self._push_line.close()
@@ -308,21 +314,24 @@ class RedisDriver:
             raise DispatchError(f"could not dispatch: {exc}") from exc
 
     def _reserve_call(
-        self, queue: str, count: int, lease_s: float, default_tries: int
+        self, queue: str, count: int, lease_s: float, default_tries: int, alone: bool
     ) -> tuple[list[str], list[ScriptArg], str]:
         k = self.keys(queue)
         keys = [
             k.ready, k.delayed, k.reserved, k.payload, k.attempts,
-            k.tries, k.token, k.dead, k.errors, k.notify,
+            k.tries, k.token, k.dead, k.errors, k.notify, k.recovered,
         ]  # fmt: skip
         token = secrets.token_hex(16)
         args: list[ScriptArg] = [
-            count, int(lease_s * 1000), token, default_tries, RECOVER_LIMIT, self.max_payload_bytes
+            count, int(lease_s * 1000), token, default_tries, RECOVER_LIMIT,
+            self.max_payload_bytes, int(alone),
         ]  # fmt: skip
         return keys, args, token
 
-    async def reserve(self, queue: str, count: int, *, lease_s: float, default_tries: int) -> Batch:
-        keys, args, token = self._reserve_call(queue, count, lease_s, default_tries)
+    async def reserve(
+        self, queue: str, count: int, *, lease_s: float, default_tries: int, alone: bool = False
+    ) -> Batch:
+        keys, args, token = self._reserve_call(queue, count, lease_s, default_tries, alone)
         with mapped_errors(self.url):
             reply = await self._reserve(keys=keys, args=args)
         return _batch(queue, reply, token)
@@ -351,12 +360,19 @@ class RedisDriver:
             raise
 
     async def wait_and_reserve(
-        self, queue: str, timeout_s: float, count: int, *, lease_s: float, default_tries: int
+        self,
+        queue: str,
+        timeout_s: float,
+        count: int,
+        *,
+        lease_s: float,
+        default_tries: int,
+        alone: bool = False,
     ) -> Batch:
         """`wait`, then `reserve`, in one round trip: the reserve is pipelined behind the BLPOP,
         so Redis runs it the moment a job wakes the worker (one round trip saved per wake-up)."""
         client = self._blocking_client(timeout_s)
-        keys, args, token = self._reserve_call(queue, count, lease_s, default_tries)
+        keys, args, token = self._reserve_call(queue, count, lease_s, default_tries, alone)
         blpop = ("BLPOP", self.keys(queue).notify, _block(timeout_s))
         evalsha = ("EVALSHA", self._reserve.sha, len(keys), *keys, *args)
         try:
@@ -370,7 +386,9 @@ class RedisDriver:
             await self._drop_blocking()
             raise
         if reply is None:  # the plain reserve loads the script again
-            return await self.reserve(queue, count, lease_s=lease_s, default_tries=default_tries)
+            return await self.reserve(
+                queue, count, lease_s=lease_s, default_tries=default_tries, alone=alone
+            )
         return _batch(queue, reply, token)
 
     @staticmethod
@@ -456,16 +474,13 @@ class RedisDriver:
         k = self.keys(queue)
         with mapped_errors(self.url):
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.llen(k.ready)
-                pipe.zcard(k.delayed)
-                pipe.zcard(k.reserved)
+                _count_jobs(pipe, k)
                 return sum(int(n) for n in await pipe.execute())
 
     async def clear(self, queue: str) -> int:
         k = self.keys(queue)
-        keys = [k.ready, k.delayed, k.reserved, k.payload, k.attempts, k.tries, k.token, k.notify]
         with mapped_errors(self.url):
-            return int(await self._clear(keys=keys))
+            return int(await self._clear(keys=_clear_keys(k)))
 
     async def check(self) -> list[str]:
         """Warn when Redis could lose queued jobs: no persistence, an evicting memory policy, or

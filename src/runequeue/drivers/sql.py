@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from runequeue.drivers.base import Outgoing
-from runequeue.schema import DEAD, LEASED, READY, jobs
+from runequeue.schema import DEAD, LEASED, READY, RECOVERED, jobs
 
 LEASE_EXPIRED = (
     "runequeue.errors.LeaseExpired: the worker running the job's last attempt stopped renewing "
@@ -89,8 +89,9 @@ def job_rows(items: Sequence[Outgoing]) -> list[dict[str, Any]]:
     ]
 
 
-def select_ready(dialect: str, queue: str, count: int) -> sa.Select[Any]:
-    """The next ``count`` ready jobs, locked; rows other workers hold are skipped, not waited for.
+def select_ready(dialect: str, queue: str, count: int, state: int = READY) -> sa.Select[Any]:
+    """The next ``count`` jobs in ``state`` (READY, or RECOVERED), locked; rows other workers hold
+    are skipped, not waited for.
 
     SQLite has no row locks: the driver's ``BEGIN IMMEDIATE`` makes the whole reserve exclusive.
     """
@@ -103,7 +104,7 @@ def select_ready(dialect: str, queue: str, count: int) -> sa.Select[Any]:
             sa.cast(jobs.c.payload_bytes, sa.Integer).label("size"),
             sa.cast(jobs.c.attempts, sa.Integer).label("attempts"),
         )
-        .where(jobs.c.queue == queue, jobs.c.state == READY, jobs.c.available_at <= now_ms(dialect))
+        .where(jobs.c.queue == queue, jobs.c.state == state, jobs.c.available_at <= now_ms(dialect))
         .order_by(jobs.c.available_at, jobs.c.id)
         .limit(count)
         .with_for_update(skip_locked=True)
@@ -211,9 +212,17 @@ def expire_leases(
         sa.update(jobs)
         .where(expired, exhausted)
         .values(state=DEAD, lease_token=None, failed_at=now, error=LEASE_EXPIRED),
-        # available_at is left as it was, so the job goes back to the front of the queue.
-        sa.update(jobs).where(expired).values(state=READY, lease_token=None, lease_expires_at=None),
+        # Apart, to run alone (it may be what killed the worker), oldest first: available_at is
+        # left as it was.
+        sa.update(jobs)
+        .where(expired)
+        .values(state=RECOVERED, lease_token=None, lease_expires_at=None),
     )
+
+
+def recovered_waiting(queue: str) -> sa.Select[Any]:
+    """A row if jobs recovered from a dead worker wait on ``queue``."""
+    return sa.select(jobs.c.id).where(jobs.c.queue == queue, jobs.c.state == RECOVERED).limit(1)
 
 
 def held(job_id: str, token: str) -> sa.ColumnElement[bool]:
@@ -279,9 +288,11 @@ def purge(job_id: str) -> sa.Executable:
 
 
 def size(queue: str) -> sa.Select[Any]:
-    live = jobs.c.state.in_([READY, LEASED])
+    live = jobs.c.state.in_([READY, LEASED, RECOVERED])
     return sa.select(sa.func.count()).select_from(jobs).where(jobs.c.queue == queue, live)
 
 
 def clear(queue: str) -> sa.Executable:
-    return sa.delete(jobs).where(jobs.c.queue == queue, jobs.c.state.in_([READY, LEASED]))
+    return sa.delete(jobs).where(
+        jobs.c.queue == queue, jobs.c.state.in_([READY, LEASED, RECOVERED])
+    )

@@ -4,12 +4,19 @@
 -- reserve: make due delayed jobs ready, recover expired leases, then lease up to ARGV[1] jobs.
 -- KEYS[1] = ready list, KEYS[2] = delayed zset, KEYS[3] = reserved zset (id -> lease deadline ms),
 -- KEYS[4] = payload hash, KEYS[5] = attempts hash, KEYS[6] = tries hash, KEYS[7] = token hash,
--- KEYS[8] = dead zset (failed outbox), KEYS[9] = errors hash, KEYS[10] = notify list
+-- KEYS[8] = dead zset (failed outbox), KEYS[9] = errors hash, KEYS[10] = notify list,
+-- KEYS[11] = recovered list (jobs whose worker died running them)
 -- ARGV[1] = how many jobs to lease (0: only promote and recover), ARGV[2] = lease ms,
 -- ARGV[3] = lease token, ARGV[4] = default max tries, ARGV[5] = at most this many jobs promoted
--- and recovered per call, ARGV[6] = largest payload handed out, in bytes
--- Returns {ms until the next delayed job is due or -1, id, payload, attempts, id, payload, ...}.
+-- and recovered per call, ARGV[6] = largest payload handed out, in bytes, ARGV[7] = 1 when the
+-- caller runs nothing else: it may be given one recovered job, to run alone
+-- Returns {ms until the next delayed job is due or -1, recovered jobs waiting, 1 if the job
+-- handed out is a recovered one else 0, id, payload, attempts, id, payload, ...}.
 -- All times are Redis server time, so worker clocks never matter.
+--
+-- A recovered job goes only to a caller running nothing, and by itself: if it is the job that
+-- kills its worker, it dies alone, and the jobs that were running beside it (recovered too) each
+-- run alone once and finish. Ordinary callers take ordinary jobs and are told recovered ones wait.
 --
 -- Redis does not roll back a script that fails half-way. So every value read from a hash is
 -- checked here before use (a bad one fails its job, never the script), and every move writes a
@@ -88,7 +95,7 @@ if #expired > 0 then
       fail(id, 'runequeue.errors.LeaseExpired: the worker running attempt ' .. attempts ..
         ' stopped renewing its lease (killed or stalled), and the job has no tries left')
     else
-      redis.call('LPUSH', KEYS[1], id) -- to the front: it had already waited its turn
+      redis.call('RPUSH', KEYS[11], id) -- apart: it runs alone (it may be what killed the worker)
       moved = moved + 1
     end
   end
@@ -135,10 +142,13 @@ local function choose(ids)
   return chosen, attempts
 end
 
-local result = {-1}
-local count = tonumber(ARGV[1])
-local ids = count > 0 and redis.call('LRANGE', KEYS[1], 0, count - 1) or {}
-if #ids > 0 then
+-- Lease jobs from the list `source`: the first `count` of it. Returns how many were leased.
+local result = {-1, 0, 0}
+local function take(source, count)
+  local ids = count > 0 and redis.call('LRANGE', source, 0, count - 1) or {}
+  if #ids == 0 then
+    return 0
+  end
   local leased, attempts = choose(ids)
   local deadline = now + tonumber(ARGV[2])
   -- The lease (attempt, token and deadline) and the payloads of all leased jobs, a few calls per
@@ -164,17 +174,28 @@ if #ids > 0 then
       result[#result + 1] = attempts[i]
     end
   end
-  -- Off the ready list last, once every one of them is leased, failed or known to be held.
-  redis.call('LTRIM', KEYS[1], #ids, -1)
+  -- Off the list last, once every one of them is leased, failed or known to be held.
+  redis.call('LTRIM', source, #ids, -1)
+  return #leased
 end
 
+local count = tonumber(ARGV[1])
+-- One recovered job for a caller running nothing; if none could be leased, ordinary ones.
+if not (count > 0 and ARGV[7] == '1' and take(KEYS[11], 1) > 0) then
+  take(KEYS[1], count)
+else
+  result[3] = 1
+end
+local waiting = redis.call('LLEN', KEYS[11])
+result[2] = waiting
+
 local ready = redis.call('LLEN', KEYS[1])
-if ready == 0 then
+if ready == 0 and waiting == 0 then
   redis.call('DEL', KEYS[10]) -- nothing ready: stale wake-ups would only cause empty reserves
 elseif moved > 0 then
   -- Jobs made ready here (due, or recovered from a dead worker) that this call did not take,
   -- say in a sweep: wake idle workers for them, as a push would.
-  local tokens = math.min(moved, ready, 64 - redis.call('LLEN', KEYS[10]))
+  local tokens = math.min(moved, ready + waiting, 64 - redis.call('LLEN', KEYS[10]))
   for _ = 1, tokens do
     redis.call('RPUSH', KEYS[10], 1)
   end

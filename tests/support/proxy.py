@@ -30,6 +30,12 @@ class Proxy:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
+    def point_to(self, host: str, port: int) -> None:
+        """Send new connections to another server; open ones stay where they are (as a DNS name
+        or a managed endpoint behaves when a failover moves it)."""
+        with self._lock:
+            self.target = (host, port)
+
     def restore(self) -> None:
         with self._lock:
             self._up = True
@@ -46,12 +52,12 @@ class Proxy:
             except OSError:
                 return
             with self._lock:
-                up = self._up
+                up, target = self._up, self.target
             if not up:
                 client.close()
                 continue
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
+                upstream = socket.create_connection(target, timeout=5)
             except OSError:
                 client.close()
                 continue

@@ -204,6 +204,9 @@ class RedisProducer:
         self._push_line = ScriptLine(self.client, _lua("push"))
         self._clear = self.client.register_script(_lua("clear"))
 
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
+        return mapped_errors(self.url, on_read_only=self.client.connection_pool.disconnect)
+
     def push(self, items: Sequence[Outgoing]) -> int:
         calls = _push_calls(self.keys, items)
         try:
@@ -219,7 +222,7 @@ class RedisProducer:
             # MULTI/EXEC for more than one call: Redis decides "out of memory" once, before EXEC,
             # for every script in it, so a batch is stored whole or not at all (R25).
             pipeline = self.client.pipeline(transaction=len(calls) > 1)
-            with mapped_errors(self.url), pipeline as pipe:
+            with self._errors(), pipeline as pipe:
                 for keys, args in calls:
                     self._push(keys=keys, args=args, client=pipe)
                 return pipe.execute()
@@ -228,13 +231,13 @@ class RedisProducer:
 
     def size(self, queue: str) -> int:
         k = self.keys(queue)
-        with mapped_errors(self.url), self.client.pipeline(transaction=False) as pipe:
+        with self._errors(), self.client.pipeline(transaction=False) as pipe:
             _count_jobs(pipe, k)
             return sum(int(n) for n in pipe.execute())
 
     def clear(self, queue: str) -> int:
         k = self.keys(queue)
-        with mapped_errors(self.url):
+        with self._errors():
             return int(self._clear(keys=_clear_keys(k)))
 
     def close(self) -> None:
@@ -253,9 +256,12 @@ class RedisLeaseKeeper:
         )
         self._extend = self.client.register_script(_lua("extend"))
 
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
+        return mapped_errors(self.url, on_read_only=self.client.connection_pool.disconnect)
+
     def extend(self, items: Sequence[Reserved], lease_s: float) -> list[bool]:
         groups = _positions_by_queue(items)
-        with mapped_errors(self.url), self.client.pipeline(transaction=False) as pipe:
+        with self._errors(), self.client.pipeline(transaction=False) as pipe:
             for queue, positions in groups.items():
                 k = self.keys(queue)
                 pairs = _token_pairs([items[i] for i in positions])
@@ -300,11 +306,28 @@ class RedisDriver:
         self._release = self.client.register_script(_lua("release"))
         self._bury = self.client.register_script(_lua("bury"))
         self._clear = self.client.register_script(_lua("clear"))
+        # Set when Redis answered READONLY (a failover demoted it): the next reserve reconnects.
+        self._demoted = False
+
+    def _errors(self) -> contextlib.AbstractContextManager[None]:
+        return mapped_errors(self.url, on_read_only=self._mark_demoted)
+
+    def _mark_demoted(self) -> None:
+        self._demoted = True
+
+    async def _reconnect_if_demoted(self) -> None:
+        """Drop every connection to a server that turned out to be a replica: the next ones go to
+        wherever the URL leads now. The worker never runs a job it could not acknowledge there:
+        reserve itself is refused by a replica."""
+        if self._demoted:
+            self._demoted = False
+            await self._drop_blocking()
+            await self.client.connection_pool.disconnect()
 
     async def push(self, items: Sequence[Outgoing]) -> int:
         calls = _push_calls(self.keys, items)
         try:
-            with mapped_errors(self.url):
+            with self._errors():
                 # All or nothing, as `RedisProducer.push`.
                 async with self.client.pipeline(transaction=len(calls) > 1) as pipe:
                     for keys, args in calls:
@@ -331,8 +354,9 @@ class RedisDriver:
     async def reserve(
         self, queue: str, count: int, *, lease_s: float, default_tries: int, alone: bool = False
     ) -> Batch:
+        await self._reconnect_if_demoted()
         keys, args, token = self._reserve_call(queue, count, lease_s, default_tries, alone)
-        with mapped_errors(self.url):
+        with self._errors():
             reply = await self._reserve(keys=keys, args=args)
         return _batch(queue, reply, token)
 
@@ -353,7 +377,7 @@ class RedisDriver:
     async def wait(self, queues: Sequence[str], timeout_s: float) -> None:
         client = self._blocking_client(timeout_s)
         try:
-            with mapped_errors(self.url):
+            with self._errors():
                 await client.blpop([self.keys(q).notify for q in queues], timeout=_block(timeout_s))
         except DriverUnavailable:
             await self._drop_blocking()
@@ -371,12 +395,13 @@ class RedisDriver:
     ) -> Batch:
         """`wait`, then `reserve`, in one round trip: the reserve is pipelined behind the BLPOP,
         so Redis runs it the moment a job wakes the worker (one round trip saved per wake-up)."""
+        await self._reconnect_if_demoted()
         client = self._blocking_client(timeout_s)
         keys, args, token = self._reserve_call(queue, count, lease_s, default_tries, alone)
         blpop = ("BLPOP", self.keys(queue).notify, _block(timeout_s))
         evalsha = ("EVALSHA", self._reserve.sha, len(keys), *keys, *args)
         try:
-            with mapped_errors(self.url):
+            with self._errors():
                 try:
                     reply = await self._blpop_then_reserve(client, blpop, evalsha)
                 except redis.exceptions.NoScriptError:
@@ -415,7 +440,7 @@ class RedisDriver:
 
     async def ack(self, items: Sequence[Reserved]) -> list[bool]:
         groups = _positions_by_queue(items)
-        with mapped_errors(self.url):
+        with self._errors():
             replies = [
                 await self._ack(
                     keys=self._ack_keys(queue), args=_token_pairs([items[i] for i in positions])
@@ -432,12 +457,12 @@ class RedisDriver:
         k = self.keys(item.queue)
         keys = [k.ready, k.delayed, k.reserved, k.attempts, k.token, k.notify]
         args: list[ScriptArg] = [item.job_id, item.token, int(delay_s * 1000), int(refund)]
-        with mapped_errors(self.url):
+        with self._errors():
             return bool(await self._release(keys=keys, args=args))
 
     async def bury(self, item: Reserved, error: str) -> bool:
         k = self.keys(item.queue)
-        with mapped_errors(self.url):
+        with self._errors():
             reply = await self._bury(
                 keys=[k.reserved, k.token, k.dead, k.errors], args=[item.job_id, item.token, error]
             )
@@ -445,7 +470,7 @@ class RedisDriver:
 
     async def buried(self, queue: str, limit: int) -> list[Buried]:
         k = self.keys(queue)
-        with mapped_errors(self.url):
+        with self._errors():
             ids = [_text(raw) for raw in await self.client.zrange(k.dead, 0, limit - 1)]
             if not ids:
                 return []
@@ -463,7 +488,7 @@ class RedisDriver:
 
     async def purge(self, queue: str, job_id: str) -> None:
         k = self.keys(queue)
-        with mapped_errors(self.url):
+        with self._errors():
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.zrem(k.dead, job_id)
                 for key in (k.payload, k.attempts, k.tries, k.token, k.errors):
@@ -472,14 +497,14 @@ class RedisDriver:
 
     async def size(self, queue: str) -> int:
         k = self.keys(queue)
-        with mapped_errors(self.url):
+        with self._errors():
             async with self.client.pipeline(transaction=False) as pipe:
                 _count_jobs(pipe, k)
                 return sum(int(n) for n in await pipe.execute())
 
     async def clear(self, queue: str) -> int:
         k = self.keys(queue)
-        with mapped_errors(self.url):
+        with self._errors():
             return int(await self._clear(keys=_clear_keys(k)))
 
     async def check(self) -> list[str]:
@@ -488,7 +513,7 @@ class RedisDriver:
         warnings = []
         if "ssl_cert_reqs=none" in self.url.lower():
             warnings.append(f"TLS certificate verification is off for {redacted(self.url)}")
-        with mapped_errors(self.url):
+        with self._errors():
             settings = await self._settings()
         if settings.get("appendonly", "no") != "yes":
             lost = (
@@ -504,7 +529,7 @@ class RedisDriver:
                 f"Redis at {redacted(self.url)} evicts keys when full (maxmemory-policy {policy}): "
                 "it may delete queued jobs (set noeviction)"
             )
-        with mapped_errors(self.url):
+        with self._errors():
             nearly_full = await self._memory_warning()
         if nearly_full:
             warnings.append(nearly_full)

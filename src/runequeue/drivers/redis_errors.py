@@ -10,7 +10,7 @@ the worker backs off and reconnects instead of running jobs it could not acknowl
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -22,6 +22,8 @@ from runequeue.errors import BackendFull, DriverError, DriverUnavailable
 # the server's own words, so it is taken off.
 _PIPELINE_PREFIX = "Command # "
 _PIPELINE_MARK = " of pipeline caused error: "
+# What Redis says to a client blocked in BLPOP when a failover turns the server into a replica.
+_UNBLOCKED_BY_DEMOTION = "UNBLOCKED force unblock from blocking operation, instance state changed"
 
 
 def redacted(url: str) -> str:
@@ -42,8 +44,13 @@ def server_words(exc: redis.RedisError) -> str:
 
 
 @contextlib.contextmanager
-def mapped_errors(url: str) -> Iterator[None]:
-    """Turn redis-py exceptions into runequeue's, so callers never import redis."""
+def mapped_errors(url: str, on_read_only: Callable[[], None] | None = None) -> Iterator[None]:
+    """Turn redis-py exceptions into runequeue's, so callers never import redis.
+
+    ``on_read_only`` is called when the server turned out to be a replica: its connections should
+    be dropped, so the next call connects afresh, to wherever the URL leads now (a DNS name or a
+    proxy that follows the failover, as managed Redis endpoints do).
+    """
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
@@ -54,9 +61,19 @@ def mapped_errors(url: str) -> Iterator[None]:
             "takes no new jobs until memory is freed or maxmemory is raised"
         ) from exc
     except redis.exceptions.ReadOnlyError as exc:
-        raise DriverUnavailable(
-            f"Redis at {redacted(url)} is a read-only replica now ({server_words(exc)}): a "
-            "failover demoted it; reconnecting until the URL leads to a master"
-        ) from exc
+        raise _demoted(url, exc, on_read_only) from exc
     except redis.RedisError as exc:
+        if server_words(exc).startswith(_UNBLOCKED_BY_DEMOTION):  # BLPOP cut short by a failover
+            raise _demoted(url, exc, on_read_only) from exc
         raise DriverError(f"Redis at {redacted(url)} failed: {server_words(exc)}") from exc
+
+
+def _demoted(
+    url: str, exc: redis.RedisError, on_read_only: Callable[[], None] | None
+) -> DriverUnavailable:
+    if on_read_only is not None:
+        on_read_only()
+    return DriverUnavailable(
+        f"Redis at {redacted(url)} is a read-only replica now ({server_words(exc)}): a "
+        "failover demoted it; reconnecting until the URL leads to a master"
+    )

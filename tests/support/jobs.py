@@ -332,3 +332,24 @@ class FailsUnprintably(Job, name="tests.FailsUnprintably"):
     async def handle(self) -> None:
         note(self.ledger, "start", self)
         raise Unprintable()
+
+
+@dataclasses.dataclass
+class NoopInThread(Job, name="tests.NoopInThread"):
+    """Does nothing, in a thread (a plain ``def handle``): for runs too long for a ledger."""
+
+    n: int
+
+    def handle(self) -> None:
+        return None
+
+
+@dataclasses.dataclass
+class FailsAtOnce(Job, name="tests.FailsAtOnce"):
+    """Fails for good at its first attempt, writing nothing: a failed_jobs row per job."""
+
+    n: int
+    tries = 1
+
+    async def handle(self) -> None:
+        raise Boom(f"failure {self.n}")

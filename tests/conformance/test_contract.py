@@ -189,7 +189,9 @@ def test_a_recovered_job_goes_only_to_a_worker_running_nothing_and_by_itself(
             (item,) = batch.jobs  # one at a time, however many slots are free
             assert item.recovered and item.attempts == 2
             alone.append(item.job_id)
-        assert alone == victims  # oldest first
+        # Each once, in the order their leases expired; leases taken in one call expire together,
+        # and Redis breaks that tie by id, so their order among themselves is not promised.
+        assert sorted(alone) == sorted(victims)
         last = await driver.reserve("default", 10, lease_s=30, default_tries=3, alone=True)
         assert last.jobs == [] and not last.recovered_waiting
         assert await driver.size("default") == 5  # recovered jobs count as queued

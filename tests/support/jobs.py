@@ -164,13 +164,16 @@ class FailsUntilFixed(Job, name="tests.FailsUntilFixed"):
 
 @dataclasses.dataclass
 class KillsItsWorker(Job, name="tests.KillsItsWorker"):
-    """A poison job: the process running it dies, every time."""
+    """A poison job: the process running it dies, every time (after `after_s`, so the jobs
+    taken with it have started)."""
 
     ledger: str
+    after_s: float = 0.0
     tries = 3
 
     async def handle(self) -> None:
         note(self.ledger, "start", self)
+        await asyncio.sleep(self.after_s)
         os._exit(137)
 
 

@@ -69,8 +69,11 @@ def store_jobs(conn: sa.Connection, items: Sequence[Outgoing]) -> int:
     A job id already in the table is skipped, not counted. On PostgreSQL a stored job wakes idle
     workers: the NOTIFY is delivered when the transaction commits, when the jobs are visible.
     """
-    result = conn.execute(sql.insert_jobs(conn.dialect.name), sql.job_rows(items))
-    stored = len(result.all()) if result.returns_rows else int(result.rowcount)
+    if conn.dialect.name == "postgresql":
+        inserts = sql.insert_jobs_from_json(items)
+        stored = sum(len(conn.execute(insert).all()) for insert in inserts)
+    else:
+        stored = conn.execute(sql.insert_jobs(conn.dialect.name), sql.job_rows(items)).rowcount
     if stored:
         _notify(conn)
     return stored

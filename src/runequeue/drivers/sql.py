@@ -7,9 +7,10 @@ machines with skewed clocks agree on leases and delays; SQLite lives on one host
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
@@ -51,22 +52,24 @@ def now_ms(dialect: str) -> sa.ColumnElement[int]:
     return sa.literal(time.time_ns() // 1_000_000, sa.BigInteger)
 
 
-def insert_jobs(dialect: str) -> sa.Executable:
-    """An INSERT for `job_rows`, run as executemany; a job id already stored is skipped.
+# Rows per INSERT on PostgreSQL: they travel as one JSON document, so this bounds its size
+# (about a megabyte for small payloads) rather than a count of parameters.
+PG_ROWS_PER_INSERT = 5_000
 
-    Executemany, not one multi-row VALUES: a bulk dispatch of 20,000 jobs would pass
-    PostgreSQL's limit of 65,535 bind parameters in one statement. On PostgreSQL it returns the
-    ids it stored, because SQLAlchemy reports no row count for it there; elsewhere the row count
-    is the number stored.
+
+def insert_jobs(dialect: str) -> sa.Executable:
+    """An INSERT for `job_rows`, run as executemany, on SQLite and MySQL (PostgreSQL has
+    `insert_jobs_from_json`); a job id already stored is skipped, and the row count is the
+    number stored.
+
+    Executemany, not one multi-row VALUES: a bulk dispatch of 20,000 jobs would pass the
+    databases' limits on bind parameters in one statement.
     """
     now = now_ms(dialect)
     values = {
         "available_at": now + sa.bindparam("delay_ms", type_=sa.BigInteger),
         "created_at": now,
     }
-    if dialect == "postgresql":
-        pg = postgresql.insert(jobs).values(values)
-        return pg.on_conflict_do_nothing(index_elements=["uuid"]).returning(jobs.c.id)
     if dialect == "sqlite":
         lite = sqlite.insert(jobs).values(values)
         return lite.on_conflict_do_nothing(index_elements=["uuid"])
@@ -87,6 +90,53 @@ def job_rows(items: Sequence[Outgoing]) -> list[dict[str, Any]]:
         }
         for item in items
     ]
+
+
+def insert_jobs_from_json(items: Sequence[Outgoing]) -> Iterator[sa.Executable]:
+    """PostgreSQL's INSERTs for ``items``, `PG_ROWS_PER_INSERT` rows each, sent as one JSON
+    parameter that the server unpacks (``json_to_recordset``) and inserts in dispatch order; each
+    returns the ids it stored (a job id already stored is skipped).
+
+    Not executemany: SQLAlchemy reports no row count for it on PostgreSQL, and its RETURNING
+    form builds multi-row VALUES statements that psycopg parses at about 3 µs a parameter, which
+    made a bulk dispatch three times slower. Nor arrays: psycopg escapes every element of a text
+    array in Python. One JSON text is encoded by msgspec in C.
+    """
+    now = now_ms("postgresql")
+    for first in range(0, len(items), PG_ROWS_PER_INSERT):
+        rows = job_rows(items[first : first + PG_ROWS_PER_INSERT])
+        for position, row in enumerate(rows):
+            row["position"] = position
+        document = sa.bindparam(None, msgspec.json.encode(rows).decode(), type_=sa.Text())
+        given = (
+            sa.func.json_to_recordset(sa.cast(document, postgresql.JSON()))
+            .table_valued(
+                sa.column("uuid", sa.Text()),
+                sa.column("queue", sa.Text()),
+                sa.column("payload", sa.Text()),
+                sa.column("payload_bytes", sa.Integer()),
+                sa.column("max_tries", sa.Integer()),
+                sa.column("delay_ms", sa.BigInteger()),
+                sa.column("position", sa.Integer()),
+            )
+            .render_derived(name="given", with_types=True)
+        )
+        chosen = sa.select(
+            given.c.uuid,
+            given.c.queue,
+            given.c.payload,
+            given.c.payload_bytes,
+            sa.literal(READY, sa.SmallInteger()),
+            sa.literal(0, sa.Integer()),
+            given.c.max_tries,
+            now + given.c.delay_ms,
+            now,
+        ).order_by(given.c.position)  # ids in dispatch order: the queue's order
+        columns = ["uuid", "queue", "payload", "payload_bytes", "state", "attempts", "max_tries"]
+        statement = postgresql.insert(jobs).from_select(
+            [*columns, "available_at", "created_at"], chosen
+        )
+        yield statement.on_conflict_do_nothing(index_elements=["uuid"]).returning(jobs.c.id)
 
 
 def select_ready(dialect: str, queue: str, count: int, state: int = READY) -> sa.Select[Any]:

@@ -70,8 +70,8 @@ def store_jobs(conn: sa.Connection, items: Sequence[Outgoing]) -> int:
     workers: the NOTIFY is delivered when the transaction commits, when the jobs are visible.
     """
     if conn.dialect.name == "postgresql":
-        inserts = sql.insert_jobs_from_json(items)
-        stored = sum(len(conn.execute(insert).all()) for insert in inserts)
+        insert = sql.insert_jobs_from_json()
+        stored = sum(len(conn.execute(insert, rows).all()) for rows in sql.job_documents(items))
     else:
         stored = conn.execute(sql.insert_jobs(conn.dialect.name), sql.job_rows(items)).rowcount
     if stored:

@@ -6,6 +6,7 @@ machines with skewed clocks agree on leases and delays; SQLite lives on one host
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -92,10 +93,11 @@ def job_rows(items: Sequence[Outgoing]) -> list[dict[str, Any]]:
     ]
 
 
-def insert_jobs_from_json(items: Sequence[Outgoing]) -> Iterator[sa.Executable]:
-    """PostgreSQL's INSERTs for ``items``, `PG_ROWS_PER_INSERT` rows each, sent as one JSON
-    parameter that the server unpacks (``json_to_recordset``) and inserts in dispatch order; each
-    returns the ids it stored (a job id already stored is skipped).
+@functools.cache
+def insert_jobs_from_json() -> sa.Executable:
+    """PostgreSQL's INSERT for one document of `job_documents`: the server unpacks the rows
+    (``json_to_recordset``) and inserts them in dispatch order, skipping a job id already stored,
+    and returns the ids it stored. Built once: compiling it costs more than a single dispatch.
 
     Not executemany: SQLAlchemy reports no row count for it on PostgreSQL, and its RETURNING
     form builds multi-row VALUES statements that psycopg parses at about 3 µs a parameter, which
@@ -103,40 +105,45 @@ def insert_jobs_from_json(items: Sequence[Outgoing]) -> Iterator[sa.Executable]:
     array in Python. One JSON text is encoded by msgspec in C.
     """
     now = now_ms("postgresql")
+    document = sa.bindparam("rows", type_=sa.Text())
+    given = (
+        sa.func.json_to_recordset(sa.cast(document, postgresql.JSON()))
+        .table_valued(
+            sa.column("uuid", sa.Text()),
+            sa.column("queue", sa.Text()),
+            sa.column("payload", sa.Text()),
+            sa.column("payload_bytes", sa.Integer()),
+            sa.column("max_tries", sa.Integer()),
+            sa.column("delay_ms", sa.BigInteger()),
+            sa.column("position", sa.Integer()),
+        )
+        .render_derived(name="given", with_types=True)
+    )
+    chosen = sa.select(
+        given.c.uuid,
+        given.c.queue,
+        given.c.payload,
+        given.c.payload_bytes,
+        sa.literal(READY, sa.SmallInteger()),
+        sa.literal(0, sa.Integer()),
+        given.c.max_tries,
+        now + given.c.delay_ms,
+        now,
+    ).order_by(given.c.position)  # ids in dispatch order: the queue's order
+    columns = ["uuid", "queue", "payload", "payload_bytes", "state", "attempts", "max_tries"]
+    statement = postgresql.insert(jobs).from_select(
+        [*columns, "available_at", "created_at"], chosen
+    )
+    return statement.on_conflict_do_nothing(index_elements=["uuid"]).returning(jobs.c.id)
+
+
+def job_documents(items: Sequence[Outgoing]) -> Iterator[dict[str, str]]:
+    """The parameters of `insert_jobs_from_json` for ``items``: `PG_ROWS_PER_INSERT` rows each."""
     for first in range(0, len(items), PG_ROWS_PER_INSERT):
         rows = job_rows(items[first : first + PG_ROWS_PER_INSERT])
         for position, row in enumerate(rows):
             row["position"] = position
-        document = sa.bindparam(None, msgspec.json.encode(rows).decode(), type_=sa.Text())
-        given = (
-            sa.func.json_to_recordset(sa.cast(document, postgresql.JSON()))
-            .table_valued(
-                sa.column("uuid", sa.Text()),
-                sa.column("queue", sa.Text()),
-                sa.column("payload", sa.Text()),
-                sa.column("payload_bytes", sa.Integer()),
-                sa.column("max_tries", sa.Integer()),
-                sa.column("delay_ms", sa.BigInteger()),
-                sa.column("position", sa.Integer()),
-            )
-            .render_derived(name="given", with_types=True)
-        )
-        chosen = sa.select(
-            given.c.uuid,
-            given.c.queue,
-            given.c.payload,
-            given.c.payload_bytes,
-            sa.literal(READY, sa.SmallInteger()),
-            sa.literal(0, sa.Integer()),
-            given.c.max_tries,
-            now + given.c.delay_ms,
-            now,
-        ).order_by(given.c.position)  # ids in dispatch order: the queue's order
-        columns = ["uuid", "queue", "payload", "payload_bytes", "state", "attempts", "max_tries"]
-        statement = postgresql.insert(jobs).from_select(
-            [*columns, "available_at", "created_at"], chosen
-        )
-        yield statement.on_conflict_do_nothing(index_elements=["uuid"]).returning(jobs.c.id)
+        yield {"rows": msgspec.json.encode(rows).decode()}
 
 
 def select_ready(dialect: str, queue: str, count: int, state: int = READY) -> sa.Select[Any]:

@@ -132,12 +132,14 @@ def database_url(request: pytest.FixtureRequest, database_url_for: Callable[[str
 def backend_for(
     request: pytest.FixtureRequest, database_url_for: Callable[[str], str]
 ) -> Callable[[str], QueueConfig]:
-    """Returns a queue configuration for a driver kind: redis, or database-<sqlite|...>."""
+    """Returns a queue configuration for a driver kind: redis, memory or database-<sqlite|...>."""
 
     def make(kind: str) -> QueueConfig:
         if kind == "redis":
             config: QueueConfig = request.getfixturevalue("config")
             return config
+        if kind == "memory":  # its failed jobs go to a migrated SQLite database
+            return QueueConfig(driver="memory", database_url=database_url_for("sqlite"))
         url = database_url_for(kind.removeprefix("database-"))
         return QueueConfig(driver="database", database_url=url)
 

@@ -7,19 +7,21 @@ import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 from dotenv import dotenv_values
 
+from runequeue.drivers.registry import DRIVER_NAMES
 from runequeue.errors import ConfigError
 from runequeue.payload import Codec
 from runequeue.urls import hide_password
 
-DriverName = Literal["sync", "redis", "database"]
-DRIVER_NAMES: tuple[str, ...] = get_args(DriverName)
+# A name of `runequeue.drivers.registry.DRIVER_NAMES`: "sync", "redis", "database", "memory".
+DriverName = str
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL = "sqlite:///runequeue.sqlite3"
+DEFAULT_LEASE_S = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +30,8 @@ class QueueConfig:
 
     Attributes:
         driver: ``sync`` runs jobs inside dispatch; ``redis`` and ``database`` store them for
-            workers.
+            workers; ``memory`` keeps them in this process, for a worker in the same process
+            (tests).
         redis_url: the Redis server for the ``redis`` driver (``rediss://`` for TLS).
         queue_name: the queue a job goes to when neither the dispatch nor the job class names one.
         database_url: SQLAlchemy URL of the database (failed jobs; the ``database`` driver).
@@ -48,7 +51,7 @@ class QueueConfig:
     redis_url: str = DEFAULT_REDIS_URL
     queue_name: str = "default"
     database_url: str = DEFAULT_DATABASE_URL
-    retry_after_s: float = 30.0
+    retry_after_s: float = DEFAULT_LEASE_S
     redis_prefix: str = "queues"
     max_payload_bytes: int = 1024 * 1024
     dispatch_timeout_s: float = 2.0
@@ -85,7 +88,7 @@ class QueueConfig:
 
     def with_driver(self, driver: str) -> QueueConfig:
         """The same configuration on another driver (a job's or a worker's ``connection``)."""
-        return dataclasses.replace(self, driver=driver)  # type: ignore[arg-type]
+        return dataclasses.replace(self, driver=driver)
 
     @classmethod
     def from_env(

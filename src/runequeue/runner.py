@@ -12,7 +12,6 @@ import inspect
 import logging
 import time
 import traceback
-from concurrent.futures import Executor
 from typing import Literal
 
 from runequeue import job as job_registry
@@ -34,6 +33,7 @@ from runequeue.retry import (
     defer_unknown,
 )
 from runequeue.text import one_line, safe_str
+from runequeue.threads import DaemonThreadPool
 
 log = logging.getLogger("runequeue.worker")
 
@@ -106,7 +106,7 @@ async def run_attempt(
     raw: bytes,
     attempts: int,
     defaults: JobDefaults,
-    executor: Executor | None = None,
+    threads: DaemonThreadPool | None = None,
     *,
     codec: Codec = DEFAULT_CODEC,
     only_try: bool = False,
@@ -139,7 +139,7 @@ async def run_attempt(
         tries = 1
     timeout_s = envelope.timeout if envelope.timeout is not None else defaults.timeout_s
     backoff = envelope.backoff if envelope.backoff is not None else defaults.backoff
-    error = await _handle(job, timeout_s, executor, deadlines)
+    error = await _handle(job, timeout_s, threads, deadlines)
     duration_s = time.perf_counter() - started
     if timeout_s is not None and duration_s > timeout_s:  # (a success does no arithmetic)
         _warn_not_stopped(job, duration_s, timeout_s, error)
@@ -189,23 +189,31 @@ def _warn_not_stopped(
 
 
 async def _handle(
-    job: Job, timeout_s: float | None, executor: Executor | None, deadlines: Deadlines | None
+    job: Job,
+    timeout_s: float | None,
+    threads: DaemonThreadPool | None,
+    deadlines: Deadlines | None,
 ) -> BaseException | None:
     """Run the handler; past ``timeout_s``, ``deadlines`` cancels it. That is the worker's shared
     ticker, or, for a job run on its own (the sync driver), a ticker of the job's own."""
     if deadlines is None:
         deadlines = Deadlines()
         try:
-            return await _handle(job, timeout_s, executor, deadlines)
+            return await _handle(job, timeout_s, threads, deadlines)
         finally:
             await deadlines.close()
     task = asyncio.current_task()
     if task is None:
         raise RuntimeError("a job runs inside an asyncio task")
-    if timeout_s is not None:
-        deadlines.watch(task, timeout_s)
+    clock = _Deadline(deadlines, task, timeout_s)
     try:
-        await _call(job, executor)
+        if is_async_handler(job):
+            clock.start()
+            result = job.handle()
+            if result is not None:
+                await result
+        else:
+            await _in_thread(job, threads, clock)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt end the job, not the worker
         if deadlines.expired(task):
             task.uncancel()  # the cancellation was the timeout's, and it is handled here
@@ -214,18 +222,50 @@ async def _handle(
             raise  # a shutdown or a lost lease: the worker handles it
         return exc  # a handler's own TimeoutError (an HTTP call, say) stays its own
     finally:
-        deadlines.unwatch(task)
+        clock.stop()
     return None
 
 
-async def _call(job: Job, executor: Executor | None) -> None:
-    if is_async_handler(job):
-        result = job.handle()
-        if result is not None:
-            await result
-    else:
-        # A thread cannot be stopped: on timeout the attempt fails, but the thread runs on.
-        await asyncio.get_running_loop().run_in_executor(executor, job.handle)
+class _Deadline:
+    """One attempt's timeout, started when its handler starts: for a thread job that is when a
+    thread takes it, not when it was handed to the pool, so waiting for a thread costs no time."""
+
+    def __init__(self, deadlines: Deadlines, task: asyncio.Task[object], timeout_s: float | None):
+        self._deadlines = deadlines
+        self._task = task
+        self._timeout_s = timeout_s
+        self._over = False
+
+    def start(self) -> None:
+        # Called on the event loop (from a thread, through call_soon_threadsafe); an attempt
+        # that already ended (cancelled while it waited for a thread) is not watched again.
+        if self._timeout_s is not None and not self._over:
+            self._deadlines.watch(self._task, self._timeout_s)
+
+    def stop(self) -> None:
+        self._over = True
+        self._deadlines.unwatch(self._task)
+
+
+async def _in_thread(job: Job, threads: DaemonThreadPool | None, clock: _Deadline) -> None:
+    loop = asyncio.get_running_loop()
+
+    def handle() -> None:
+        # Scheduled before the handler runs, so it reaches the loop before the call's result.
+        loop.call_soon_threadsafe(clock.start)
+        job.handle()
+
+    if threads is None:
+        await loop.run_in_executor(None, handle)
+        return
+    call = threads.submit(handle)
+    try:
+        await asyncio.wrap_future(call)
+    except asyncio.CancelledError:
+        # Timed out, shut down or lease lost: the attempt is over, but a thread cannot be
+        # stopped. Its thread stops counting against the pool, so the next job gets one.
+        threads.abandon(call)
+        raise
 
 
 def _timed_out(job: Job, timeout_s: float | None) -> JobTimeout:

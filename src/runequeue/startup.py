@@ -11,7 +11,8 @@ import logging
 
 from runequeue import job
 from runequeue.config import QueueConfig
-from runequeue.drivers.base import Driver
+from runequeue.drivers import backend_of
+from runequeue.drivers.base import ChecksSettings, Driver
 from runequeue.errors import ConfigError, DriverError
 from runequeue.schema import check_tables
 
@@ -30,13 +31,15 @@ def require_job_classes() -> None:
 
 async def require_tables(config: QueueConfig) -> None:
     """Raise `MissingTable` (run ``rune migrate``) when a table the worker needs is missing."""
-    tables = ["failed_jobs", "jobs"] if config.driver == "database" else ["failed_jobs"]
+    tables = ["failed_jobs", "jobs"] if backend_of(config).jobs_table else ["failed_jobs"]
     await asyncio.to_thread(check_tables, config.database_url, tables)
 
 
 async def check_backend(driver: Driver, *, strict: bool) -> None:
     """Log the backend's settings that could lose jobs; with ``strict``, refuse to start on any,
     or when the backend cannot be reached at all."""
+    if not isinstance(driver, ChecksSettings):
+        return  # durability is the backend's own (a database's fsync), or there is none to check
     try:
         warnings = await driver.check()
     except DriverError as exc:

@@ -5,6 +5,12 @@ cannot be stopped, so one handler stuck in a call (it timed out; its attempt has
 kept a worker process alive after its "worker stopped" line, for as long as the call lasted: under
 Supervisor with ``--max-time``, a worker that works no more and never exits. Here the threads are
 daemons: at exit a handler still running is abandoned, like the attempt it belonged to.
+
+A call whose attempt timed out while it ran is *abandoned* (`DaemonThreadPool.abandon`): its thread
+no longer counts against the pool's size, so the jobs behind it get threads of their own instead of
+waiting (and timing out) behind a call that may never end. The worker watches `abandoned` and
+stops once it is as large as the pool: past that, each stuck call is a thread and its memory kept
+for nothing, and only a new process gets them back.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class DaemonThreadPool(Executor):
         self._idle = threading.Semaphore(0)
         self._lock = threading.Lock()
         self._running = 0
+        self._abandoned: set[Future[Any]] = set()
         self._shut_down = False
 
     @property
@@ -56,6 +63,20 @@ class DaemonThreadPool(Executor):
         """Calls running now: at exit, the handlers that are abandoned (a call that was cancelled
         while it waited for a thread never runs, and is not counted)."""
         return self._running
+
+    @property
+    def abandoned(self) -> int:
+        """Calls still running whose attempts have ended (timed out): threads stuck for nothing."""
+        return len(self._abandoned)
+
+    def abandon(self, future: Future[Any]) -> None:
+        """Stop counting ``future``'s thread against the pool's size: its attempt is over, though
+        the call runs on (a thread cannot be stopped). A call that has not started never will."""
+        if future.cancel():
+            return
+        with self._lock:
+            if not future.done():
+                self._abandoned.add(future)
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         future: Future[T] = Future()
@@ -67,7 +88,9 @@ class DaemonThreadPool(Executor):
         return future
 
     def _add_thread_unless_one_is_idle(self) -> None:
-        if self._idle.acquire(blocking=False) or len(self._threads) >= self._max_workers:
+        if self._idle.acquire(blocking=False):
+            return
+        if len(self._threads) >= self._max_workers + len(self._abandoned):
             return
         thread = threading.Thread(
             target=self._serve, name=f"{self._name}-{len(self._threads)}", daemon=True
@@ -83,6 +106,7 @@ class DaemonThreadPool(Executor):
                 call.run()
                 with self._lock:
                     self._running -= 1
+                    self._abandoned.discard(call.future)
             del call  # drop the job before idling, as ThreadPoolExecutor does
             self._idle.release()
 

@@ -2,7 +2,8 @@
 
 The loop (`Worker._work`) fits on a screen; the per-job path is `Worker._process`; what to do after
 an attempt is `retry.decide`. Broker errors never end the loop: it backs off and tries again, so a
-Redis restart costs a pause, not a dead worker.
+Redis restart costs a pause, not a dead worker. Each reservation in flight is one `Running` record,
+keyed by its lease (job id and token), which is what the heartbeat and the backend know it by.
 """
 
 from __future__ import annotations
@@ -12,87 +13,54 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import random
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from runequeue import startup
-from runequeue.config import QueueConfig
+from runequeue.backoff import Backoff
+from runequeue.config import DEFAULT_LEASE_S, QueueConfig
 from runequeue.deadlines import Deadlines
 from runequeue.drivers import open_driver
-from runequeue.drivers.base import Batch, Driver, Reserved
+from runequeue.drivers.base import Batch, Driver, Reserved, ReservesOnWake
 from runequeue.errors import BackendFull, DriverError
 from runequeue.failed import FailedJob, FailedJobStore
 from runequeue.heartbeat import Heartbeat
-from runequeue.job import Backoff
 from runequeue.logs import Recurring
 from runequeue.outbox import FailureOutbox
 from runequeue.payload import Codec
 from runequeue.retry import Ack, Defer, Release
-from runequeue.runner import (
-    DEFAULT_CODEC,
-    Attempt,
-    JobDefaults,
-    log_attempt,
-    run_attempt,
-    unexpected_failure,
-)
+from runequeue.runner import DEFAULT_CODEC, Attempt, log_attempt, run_attempt, unexpected_failure
 from runequeue.threads import DaemonThreadPool
+from runequeue.worker_options import WorkerOptions
+
+__all__ = ["EXIT_THREADS_STUCK", "Running", "Worker", "WorkerOptions", "run_worker"]
 
 log = logging.getLogger("runequeue.worker")
 
+# The exit status of a worker that stopped because timed-out plain-def handlers hold as many
+# threads as it runs jobs: only a new process gets those threads back (its supervisor starts one).
+EXIT_THREADS_STUCK = 3
+# Tries of a release or a bury before the worker lets the lease expire instead.
+SETTLE_TRIES = 5
+# How long a shutdown waits for a wake-up it cut short, to put back what that wake-up reserved.
+ORPHAN_WAIT_S = 1.0
 
-@dataclasses.dataclass(frozen=True)
-class WorkerOptions:
-    """How a worker runs; the ``rune queue:work`` flags.
-
-    Attributes:
-        queues: queue names in priority order: the first is drained before the next is looked at.
-        concurrency: jobs run at once (plain ``def handle`` jobs run in as many threads).
-        tries, timeout_s, backoff: defaults for jobs that set none.
-        sleep_s: longest wait for new work before looking again (a new job wakes it at once).
-        max_jobs, max_time_s: stop after this many jobs or seconds (a supervisor restarts it).
-        stop_when_empty: stop once the queues are empty and running jobs are done.
-        shutdown_timeout_s: on SIGTERM, how long running jobs may finish before they are put back.
-        lease_s: lease length (``QUEUE_RETRY_AFTER``); renewed every ``lease_s / 3``.
-        sweep_interval_s: how often expired leases and due delayed jobs are recovered when no
-            reserve does it, and failed jobs waiting in the outbox are recorded.
-        strict: refuse to start when the backend cannot be reached or could lose jobs (no
-            persistence, eviction).
-    """
-
-    queues: tuple[str, ...] = ("default",)
-    concurrency: int = 10
-    tries: int = 3
-    timeout_s: float | None = 60.0
-    backoff: Backoff = 0
-    sleep_s: float = 3.0
-    max_jobs: int | None = None
-    max_time_s: float | None = None
-    stop_when_empty: bool = False
-    shutdown_timeout_s: float = 25.0
-    lease_s: float = 30.0
-    sweep_interval_s: float = 5.0
-    strict: bool = False
-
-    @functools.cached_property
-    def defaults(self) -> JobDefaults:
-        return JobDefaults(tries=self.tries, timeout_s=self.timeout_s, backoff=self.backoff)
+LeaseKey = tuple[str, str]  # (job id, lease token)
 
 
-class _Backoff:
-    """Jittered exponential back-off for broker errors: 0.1 s doubling to 10 s."""
+@dataclasses.dataclass(slots=True, eq=False)
+class Running:
+    """One reservation being worked on: the job as reserved, its task, and whether the heartbeat
+    found its lease taken by another worker (then its attempt is abandoned, not put back)."""
 
-    def __init__(self) -> None:
-        self.failures = 0
+    item: Reserved
+    task: asyncio.Task[None]
+    lost: bool = False
 
-    def next_delay(self) -> float:
-        self.failures += 1
-        return random.uniform(0.5, 1.0) * min(10.0, 0.1 * 2.0 ** (self.failures - 1))
 
-    def reset(self) -> None:
-        self.failures = 0
+def _key(item: Reserved) -> LeaseKey:
+    return item.job_id, item.token
 
 
 class Worker:
@@ -108,41 +76,69 @@ class Worker:
         codec: Codec = DEFAULT_CODEC,
     ) -> None:
         self.driver = driver
+        # A capability is looked for once, not at every wake-up (an isinstance of a protocol).
+        self._reserves_on_wake = driver if isinstance(driver, ReservesOnWake) else None
         self.failed_store = failed_store
         self.options = options
         self.connection = connection
         self.codec = codec
+        self.lease_s = options.lease_s if options.lease_s is not None else DEFAULT_LEASE_S
         self.processed = 0
+        self.exit_code = 0
         self._started_at = time.monotonic()
         self._reserved_total = 0
-        self._running: dict[str, asyncio.Task[None]] = {}
-        self._lost: set[str] = set()
+        self._running: dict[LeaseKey, Running] = {}
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._closing = asyncio.Event()
         self._outbox = FailureOutbox(driver, failed_store, connection=connection, codec=codec)
-        self._idle_task: asyncio.Future[Batch | None] | None = None
+        self._orphans: list[asyncio.Future[Batch | None]] = []
         self._acks: asyncio.Queue[Reserved | None] = asyncio.Queue()
         # A job recovered from a dead worker runs alone (`Driver.reserve`): the one running now,
         # and whether others wait for this worker to have nothing else running.
-        self._alone: str | None = None
+        self._alone: LeaseKey | None = None
         self._recovered_waiting = False
-        self._broker_backoff = _Backoff()
+        self._reserve_backoff = Backoff()
+        self._ack_backoff = Backoff()
+        self._settle_backoff = Backoff()
         self._backend_full = Recurring()  # "out of memory" comes back at every try: not every line
         # Daemon threads: a handler that outlived its timeout must not keep the process alive.
-        self._executor = DaemonThreadPool(options.concurrency, name="runequeue-job")
+        self._threads = DaemonThreadPool(options.concurrency, name="runequeue-job")
         self._heartbeat = Heartbeat(
             driver.lease_keeper(),
-            lease_s=options.lease_s,
-            interval_s=options.lease_s / 3,
+            lease_s=self.lease_s,
+            interval_s=self.lease_s / 3,
             on_lost=self._lease_lost_from_thread,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deadlines = Deadlines()
 
     async def run(self) -> int:
-        """Work until a signal, a limit or (``stop_when_empty``) an empty queue; returns 0."""
+        """Work until a signal, a limit or (``stop_when_empty``) an empty queue; returns the exit
+        status: 0, or `EXIT_THREADS_STUCK`.
+
+        Cancelling the task that runs this is a graceful stop, as SIGTERM is: running jobs finish
+        (for up to ``shutdown_timeout_s``; a second cancel puts them back at once), connections
+        close, and then `asyncio.CancelledError` is raised. The work runs in a task of its own,
+        so a cancellation that lands inside a client library (which may swallow it) is never lost.
+        """
+        life = asyncio.create_task(self._live(), name="runequeue-worker")
+        cancelled = False
+        while True:
+            try:
+                status = await asyncio.shield(life)
+                break
+            except asyncio.CancelledError:
+                if life.done():
+                    raise
+                cancelled = True
+                self.request_stop()
+        if cancelled:
+            raise asyncio.CancelledError
+        return status
+
+    async def _live(self) -> int:
         self._loop = asyncio.get_running_loop()
         self._install_signal_handlers()
         self._heartbeat.start()
@@ -156,23 +152,16 @@ class Worker:
             await self._work()
         finally:
             await self._drain()
+            await self._put_back_orphans()
             await self._stop_background(background)
             await self._outbox.flush(self.options.queues)
-            self._heartbeat.stop()
+            # Off the loop: it joins a thread that may be mid-call to the backend.
+            await asyncio.to_thread(self._heartbeat.stop)
             await self._deadlines.close()
             self._abandon_threads()
             self._remove_signal_handlers()
         log.info("worker stopped after %d job(s)", self.processed)
-        return 0
-
-    def _abandon_threads(self) -> None:
-        """Stop the job threads without waiting: one still running holds a handler that timed out
-        (or was put back on shutdown), and a thread cannot be stopped; it ends with the process."""
-        running = self._executor.running
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        if running:
-            log.warning("%d job thread(s) still running were abandoned (their attempts have "
-                        "already timed out or been put back)", running)  # fmt: skip
+        return self.exit_code
 
     def request_stop(self) -> None:
         """Stop taking jobs; running ones finish (a second call puts them back at once)."""
@@ -180,8 +169,6 @@ class Worker:
             self._force.set()
         self._stop.set()
         self._slot_free.set()
-        if self._idle_task is not None:
-            self._idle_task.cancel()
 
     async def _work(self) -> None:
         while not self._should_stop():
@@ -244,7 +231,7 @@ class Worker:
         try:
             for queue in self.options.queues:
                 batch = await self.driver.reserve(
-                    queue, count - len(jobs), lease_s=self.options.lease_s,
+                    queue, count - len(jobs), lease_s=self.lease_s,
                     default_tries=self.options.tries, alone=alone and not jobs,
                 )  # fmt: skip
                 jobs += batch.jobs
@@ -254,15 +241,17 @@ class Worker:
                 if len(jobs) >= count or (jobs and jobs[0].recovered):
                     break
         except DriverError as exc:
-            await self._broker_error("reserve", exc, until_stop=True)
+            await self._broker_error("reserve", exc, self._reserve_backoff, until_stop=True)
             return None if not jobs else Batch(jobs, next_due)
-        self._broker_backoff.reset()
+        self._reserve_backoff.reset()
         self._backend_full.clear()
         return Batch(jobs, next_due, waiting)
 
-    async def _broker_error(self, what: str, exc: DriverError, *, until_stop: bool = False) -> None:
+    async def _broker_error(
+        self, what: str, exc: DriverError, backoff: Backoff, *, until_stop: bool = False
+    ) -> None:
         """Log and back off; ``until_stop`` cuts the wait short when the worker is stopping."""
-        delay = self._broker_backoff.next_delay()
+        delay = backoff.next_delay()
         if not isinstance(exc, BackendFull):
             log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
         elif (left_out := self._backend_full.due()) is not None:
@@ -275,61 +264,94 @@ class Worker:
 
     def _start(self, jobs: Sequence[Reserved]) -> None:
         if jobs[0].recovered:
-            self._alone = jobs[0].job_id
+            self._alone = _key(jobs[0])
             log.info("ALONE %s: its last worker died running it; it runs with no other job",
                      jobs[0].job_id)  # fmt: skip
         for item in jobs:
             self._reserved_total += 1
             self._heartbeat.track(item)
+            key = _key(item)
             task = asyncio.create_task(self._process(item), name=item.job_id)
-            self._running[item.job_id] = task
-            task.add_done_callback(self._finished)
+            self._running[key] = Running(item, task)
+            task.add_done_callback(functools.partial(self._finished, key))
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        # Only if it is still this task: a retried job may already run again under the same id.
-        if self._running.get(task.get_name()) is task:
-            del self._running[task.get_name()]
-            if self._alone == task.get_name():
-                self._alone = None
+    def _finished(self, key: LeaseKey, _: asyncio.Task[None]) -> None:
+        del self._running[key]
+        if self._alone == key:
+            self._alone = None
         self._slot_free.set()
 
     async def _wait_for_a_job(self) -> None:
         if self._running:
-            await asyncio.wait(list(self._running.values()), return_when=asyncio.FIRST_COMPLETED)
+            tasks = [running.task for running in self._running.values()]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
 
     async def _idle(self, next_due_s: float | None, free: int) -> Batch | None:
-        """Block until a new job is pushed, a delayed one is due, or ``sleep_s`` passes.
+        """Block until a new job is pushed, a delayed one is due, ``sleep_s`` passes or the worker
+        is asked to stop.
 
-        With one queue, the jobs that woke the worker come back with the wake-up itself.
+        With one queue, on a driver that `ReservesOnWake`, the jobs that woke the worker come
+        back with the wake-up itself.
         """
         if self._stop.is_set():
             return None  # asked to stop during the reserve: there is no wait to cut short
         opts = self.options
         timeout = opts.sleep_s if next_due_s is None else min(opts.sleep_s, next_due_s)
-        if len(opts.queues) == 1:
-            waiting: Awaitable[Batch | None] = self.driver.wait_and_reserve(
-                opts.queues[0], timeout, free, lease_s=opts.lease_s, default_tries=opts.tries,
+        if len(opts.queues) == 1 and self._reserves_on_wake is not None:
+            waiting: Awaitable[Batch | None] = self._reserves_on_wake.wait_and_reserve(
+                opts.queues[0], timeout, free, lease_s=self.lease_s, default_tries=opts.tries,
                 alone=not self._running,
             )  # fmt: skip
         else:
-            waiting = self.driver.wait(opts.queues, timeout)
-        # If a shutdown cancels this mid-call, jobs it reserved run again after their lease.
-        self._idle_task = asyncio.ensure_future(waiting)
+            waiting = self._wait(opts.queues, timeout)
+        idle = asyncio.ensure_future(waiting)
+        stopping = asyncio.ensure_future(self._stop.wait())
         try:
-            return await self._idle_task
-        except asyncio.CancelledError:
-            if not self._stop.is_set():
-                raise
-        except DriverError as exc:
-            await self._broker_error("waiting for jobs", exc, until_stop=True)
+            await asyncio.wait([idle, stopping], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self._idle_task = None
+            stopping.cancel()
+        if not idle.done():
+            # Asked to stop mid-wait: the wait is cut short, and whatever it may still reserve
+            # (a client library can finish a call it was told to cancel) is put back on exit.
+            idle.cancel()
+            self._orphans.append(idle)
+            return None
+        try:
+            return idle.result()
+        except asyncio.CancelledError:
+            return None
+        except DriverError as exc:
+            await self._broker_error("waiting for jobs", exc, self._reserve_backoff,
+                                     until_stop=True)  # fmt: skip
         return None
+
+    async def _wait(self, queues: Sequence[str], timeout_s: float) -> Batch | None:
+        await self.driver.wait(queues, timeout_s)
+        return None
+
+    async def _put_back_orphans(self) -> None:
+        """Release, with their attempts given back, jobs reserved by a wake-up cut short."""
+        orphans, self._orphans = self._orphans, []
+        if not orphans:
+            return
+        await asyncio.wait(orphans, timeout=ORPHAN_WAIT_S)
+        for orphan in orphans:
+            if not orphan.done() or orphan.cancelled() or orphan.exception() is not None:
+                continue
+            batch = orphan.result()
+            for item in batch.jobs if batch is not None else []:
+                await self._put_back(item)
+                log.info("BACK  %s: reserved as the worker stopped; put back", item.job_id)
+
+    async def _put_back(self, item: Reserved) -> None:
+        """Release ``item`` at once with its attempt given back (a shutdown costs no tries)."""
+        await self._with_retries("release", item, lambda: self.driver.release(
+            item, delay_s=0, refund=True))  # fmt: skip
 
     async def _process(self, item: Reserved) -> None:
         try:
             attempt = await run_attempt(
-                item.raw, item.attempts, self.options.defaults, self._executor,
+                item.raw, item.attempts, self.options.defaults, self._threads,
                 codec=self.codec, deadlines=self._deadlines, defer_unknown_jobs=True,
             )  # fmt: skip
         except asyncio.CancelledError:
@@ -338,6 +360,7 @@ class Worker:
         except BaseException as exc:  # a path run_attempt does not cover: fail it, never a zombie
             log.exception("running %s raised outside its handler", item.job_id)
             attempt = unexpected_failure(item.raw, exc)
+        self._stop_if_threads_are_stuck()
         log_attempt(attempt, item.attempts)
         try:
             await self._settle(item, attempt)
@@ -347,6 +370,22 @@ class Worker:
             # Let the lease go rather than renew it forever: the job runs again once it expires.
             self._heartbeat.untrack(item)
             log.exception("could not settle %s; it runs again when its lease expires", item.job_id)
+
+    def _stop_if_threads_are_stuck(self) -> None:
+        """Stop taking jobs once timed-out plain-def handlers hold as many threads as this worker
+        runs jobs: every one of them is a thread (and its memory) that only a new process frees.
+        Laravel's worker kills itself on a timeout for the same reason."""
+        stuck = self._threads.abandoned
+        if stuck < self.options.concurrency or self.exit_code == EXIT_THREADS_STUCK:
+            return
+        self.exit_code = EXIT_THREADS_STUCK
+        log.error(
+            "%d job thread(s) are still running handlers that timed out (a thread cannot be "
+            "stopped): this worker takes no more jobs and exits with status %d, for its "
+            "supervisor to start a fresh one. Give blocking calls in plain `def handle` jobs "
+            "their own timeouts (HTTP, database, sockets)", stuck, EXIT_THREADS_STUCK,
+        )  # fmt: skip
+        self.request_stop()
 
     async def _settle(self, item: Reserved, attempt: Attempt) -> None:
         decision = attempt.decision
@@ -365,28 +404,30 @@ class Worker:
 
     async def _interrupted(self, item: Reserved) -> None:
         self._heartbeat.untrack(item)
-        if item.job_id in self._lost:
-            self._lost.discard(item.job_id)
+        running = self._running.get(_key(item))
+        if running is not None and running.lost:
             log.warning(
                 "LOST  %s: lease lost (another worker has it); attempt abandoned", item.job_id
             )
             return
         # Shutdown: put it back at the front, and give the attempt back (a deploy costs no tries).
-        await self._with_retries("release", item, lambda: self.driver.release(
-            item, delay_s=0, refund=True))  # fmt: skip
+        await self._put_back(item)
         log.info("BACK  %s: put back on %s for the next worker", item.job_id, item.queue)
 
     async def _with_retries(
         self, what: str, item: Reserved, call: Callable[[], Awaitable[bool]]
     ) -> None:
-        # A few tries only: if Redis stays away, the lease expires and the job comes back anyway.
-        for _ in range(5):
+        # A few tries only: if the backend stays away, the lease expires and the job comes back.
+        for _ in range(SETTLE_TRIES):
             try:
                 if not await call():
                     log.warning("%s of %s refused: lease lost", what, item.job_id)
+                self._settle_backoff.reset()
                 return
             except DriverError as exc:
-                await self._broker_error(what, exc)
+                await self._broker_error(what, exc, self._settle_backoff)
+        log.error("%s of %s gave up after %d tries; the job runs again when its lease expires",
+                  what, item.job_id, SETTLE_TRIES)  # fmt: skip
 
     async def _fail(self, item: Reserved, error: str) -> None:
         """Record, then delete (invariant 5): bury in the outbox, record, purge."""
@@ -422,7 +463,8 @@ class Worker:
                 results = await self.driver.ack(batch)
                 break
             except DriverError as exc:
-                await self._broker_error("ack", exc)
+                await self._broker_error("ack", exc, self._ack_backoff)
+        self._ack_backoff.reset()
         self.processed += len(batch)
         for item, ok in zip(batch, results, strict=True):
             self._heartbeat.untrack(item)
@@ -461,17 +503,18 @@ class Worker:
             self._loop.call_soon_threadsafe(self._lease_lost, item)
 
     def _lease_lost(self, item: Reserved) -> None:
-        task = self._running.get(item.job_id)
-        if task is not None:
-            self._lost.add(item.job_id)
-            task.cancel()
+        running = self._running.get(_key(item))
+        if running is not None:
+            running.lost = True
+            running.task.cancel()
 
     async def _drain(self) -> None:
         """Let running jobs finish for ``shutdown_timeout_s``, then put the rest back."""
         if self._running:
             log.info("waiting up to %gs for %d running job(s)", self.options.shutdown_timeout_s,
                      len(self._running))  # fmt: skip
-            everything = asyncio.ensure_future(asyncio.wait(list(self._running.values())))
+            tasks = [running.task for running in self._running.values()]
+            everything = asyncio.ensure_future(asyncio.wait(tasks))
             forced = asyncio.ensure_future(self._force.wait())
             await asyncio.wait(
                 [everything, forced], timeout=self.options.shutdown_timeout_s,
@@ -479,11 +522,20 @@ class Worker:
             )  # fmt: skip
             everything.cancel()
             forced.cancel()
-            for task in list(self._running.values()):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*self._running.values(), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._acks.join(), self.options.shutdown_timeout_s)
+
+    def _abandon_threads(self) -> None:
+        """Stop the job threads without waiting: one still running holds a handler that timed out
+        (or was put back on shutdown), and a thread cannot be stopped; it ends with the process."""
+        running = self._threads.running
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        if running:
+            log.warning("%d job thread(s) still running were abandoned (their attempts have "
+                        "already timed out or been put back)", running)  # fmt: skip
 
     def _install_signal_handlers(self) -> None:
         assert self._loop is not None
@@ -499,7 +551,8 @@ class Worker:
 
 
 async def run_worker(config: QueueConfig, options: WorkerOptions) -> int:
-    """Open the backend ``config`` names and work it with ``options`` until stopped.
+    """Open the backend ``config`` names and work it with ``options`` until stopped; returns the
+    worker's exit status. ``options.lease_s`` left unset takes ``config.retry_after_s``.
 
     Raises:
         ConfigError: no job class is registered (no job module was imported), or, with
@@ -508,6 +561,8 @@ async def run_worker(config: QueueConfig, options: WorkerOptions) -> int:
     """
     startup.require_job_classes()
     await startup.require_tables(config)
+    if options.lease_s is None:
+        options = dataclasses.replace(options, lease_s=config.retry_after_s)
     store = FailedJobStore(config.database_url)
     try:
         driver = open_driver(config)

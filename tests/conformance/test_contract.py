@@ -24,6 +24,7 @@ from tests.support.jobs import (
     Sleepy,
     read_ledger,
 )
+from tests.conformance.conftest import needs_other_processes
 from tests.workers import failed_jobs, spawn_worker, wait_until, work
 
 T = TypeVar("T")
@@ -228,6 +229,7 @@ def test_release_with_refund_gives_the_attempt_back(backend: QueueConfig) -> Non
 def test_job_of_a_sigkilled_worker_is_finished_by_another(
     backend: QueueConfig, tmp_path: Path
 ) -> None:
+    needs_other_processes(backend)
     config = dataclasses.replace(backend, retry_after_s=2)
     ledger = tmp_path / "ledger"
     job_id = Queue.dispatch(config, Sleepy(ledger=str(ledger), seconds=1.5))

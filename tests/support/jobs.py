@@ -356,3 +356,32 @@ class FailsAtOnce(Job, name="tests.FailsAtOnce"):
 
     async def handle(self) -> None:
         raise Boom(f"failure {self.n}")
+
+
+@dataclasses.dataclass
+class HangsInThread(Job, name="tests.HangsInThread"):
+    """A plain-def handler stuck in a call far past its short timeout."""
+
+    ledger: str
+    seconds: float
+    timeout = 0.3
+    tries = 1
+
+    def handle(self) -> None:
+        note(self.ledger, "start", self)
+        time.sleep(self.seconds)
+        note(self.ledger, "done", self)
+
+
+@dataclasses.dataclass
+class RecordInThreadOnce(Job, name="tests.RecordInThreadOnce"):
+    """Records itself from a thread after 0.2 s, under a 0.3 s timeout, with a single try: two
+    of them one after the other on a thread would be past it, counted from the first's start."""
+
+    ledger: str
+    timeout = 0.3
+    tries = 1
+
+    def handle(self) -> None:
+        time.sleep(0.2)
+        note(self.ledger, "ran", self)

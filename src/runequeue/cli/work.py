@@ -10,7 +10,7 @@ import click
 from runequeue import eventloop
 from runequeue.cli.app import cli, is_verbose
 from runequeue.cli.common import config_for, console, import_job_modules, import_option, queue_names
-from runequeue.drivers import require_a_queue
+from runequeue.drivers import backend_of, require_a_queue
 from runequeue.eventloop import LoopChoice
 from runequeue.job import Backoff
 from runequeue.logs import setup_worker_logging
@@ -117,6 +117,12 @@ def queue_work(
     """
     config = config_for(connection, retry_after_s=retry_after)
     require_a_queue(config)
+    if not backend_of(config).shared:
+        raise click.ClickException(
+            f"the {config.driver} driver keeps jobs inside the process that dispatched them, so "
+            "a worker started here would never see one: run a Worker in that process (see "
+            "docs/drivers.md), or use QUEUE_DRIVER=database or redis"
+        )
     import_job_modules(imports)
     options = WorkerOptions(
         queues=queue_names(queues, config),
@@ -129,7 +135,6 @@ def queue_work(
         max_time_s=max_time,
         stop_when_empty=stop_when_empty,
         shutdown_timeout_s=shutdown_timeout,
-        lease_s=config.retry_after_s,
         strict=strict,
     )
     try:

@@ -1,44 +1,41 @@
-"""Queue backends. Each speaks the protocols in `runequeue.drivers.base`."""
+"""Queue backends. Each speaks the protocols in `runequeue.drivers.base` and is listed once in
+`runequeue.drivers.registry`, which imports it only when a configuration names it."""
 
 from __future__ import annotations
 
-from runequeue.config import QueueConfig
-from runequeue.drivers.base import Driver, Producer
-from runequeue.drivers.database import DatabaseDriver, DatabaseQueue
-from runequeue.drivers.redis import RedisDriver, RedisProducer
+from typing import TYPE_CHECKING
+
+from runequeue.drivers.registry import BACKENDS, Backend
 from runequeue.errors import ConfigError
 
-__all__ = ["open_driver", "open_producer", "require_a_queue"]
+if TYPE_CHECKING:
+    from runequeue.config import QueueConfig
+    from runequeue.drivers.base import Driver, Producer
+
+__all__ = ["backend_of", "open_driver", "open_producer", "require_a_queue"]
+
+
+def backend_of(config: QueueConfig) -> Backend:
+    """The backend ``config`` names; `ConfigError` saying what to set for ``sync``."""
+    backend = BACKENDS.get(config.driver)
+    if backend is None:
+        raise _unsupported(config)
+    return backend
 
 
 def open_producer(config: QueueConfig) -> Producer:
     """Blocking access to the backend ``config`` names (``sync`` jobs are run by the facade)."""
-    if config.driver == "redis":
-        return RedisProducer(
-            config.redis_url, prefix=config.redis_prefix, timeout_s=config.dispatch_timeout_s
-        )
-    if config.driver == "database":
-        return DatabaseQueue(config.database_url)
-    raise _unsupported(config)
+    return backend_of(config).open_producer(config)
 
 
 def open_driver(config: QueueConfig) -> Driver:
     """Asyncio access to the backend ``config`` names, for workers and ``dispatch_async``."""
-    if config.driver == "redis":
-        return RedisDriver(
-            config.redis_url,
-            prefix=config.redis_prefix,
-            max_payload_bytes=config.max_payload_bytes,
-        )
-    if config.driver == "database":
-        return DatabaseDriver(config.database_url, max_payload_bytes=config.max_payload_bytes)
-    raise _unsupported(config)
+    return backend_of(config).open_driver(config)
 
 
 def require_a_queue(config: QueueConfig) -> None:
     """Raise `ConfigError` saying what to set when ``config``'s driver keeps no queue (sync)."""
-    if config.driver == "sync":
-        raise _unsupported(config)
+    backend_of(config)
 
 
 def _unsupported(config: QueueConfig) -> ConfigError:

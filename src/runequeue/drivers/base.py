@@ -1,7 +1,9 @@
 """The contract between the worker (and `Queue`) and a storage backend.
 
-Three small protocols, each proved by mypy (``_: type[Driver] = RedisDriver``) and by the shared
-conformance suite rather than by a base class of ``NotImplementedError``:
+Three small protocols every backend implements, each proved by mypy (``_: type[Driver] =
+RedisDriver``) and by the shared conformance suite rather than by a base class of
+``NotImplementedError``; and optional capabilities (`ReservesOnWake`, `ChecksSettings`) a driver
+offers by having their methods, which the worker looks for once:
 
 - `Producer`: the blocking side used by ``Queue.dispatch`` and the CLI (push, size, clear).
 - `Driver`: the asyncio side used by the worker and ``Queue.dispatch_async``.
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+from runequeue.failure_reasons import FailReason, reason_of
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -67,6 +71,11 @@ class Buried:
     raw: bytes
     error: str
 
+    @property
+    def reason(self) -> FailReason:
+        """Why it failed: a handler's error, or one the backend decided (see `FailReason`)."""
+        return reason_of(self.error)
+
 
 class Producer(Protocol):
     """Blocking access for dispatch from plain code and for the CLI."""
@@ -111,18 +120,6 @@ class Driver(Protocol):
     async def wait(self, queues: Sequence[str], timeout_s: float) -> None:
         """Block until new work may be ready on one of ``queues``, or ``timeout_s`` passes."""
 
-    async def wait_and_reserve(
-        self,
-        queue: str,
-        timeout_s: float,
-        count: int,
-        *,
-        lease_s: float,
-        default_tries: int,
-        alone: bool = False,
-    ) -> Batch:
-        """`wait` on one queue, then `reserve` from it (in one round trip where possible)."""
-
     async def ack(self, items: Sequence[Reserved]) -> list[bool]:
         """Delete finished jobs; ``False`` for a job whose lease was lost."""
 
@@ -142,9 +139,6 @@ class Driver(Protocol):
 
     async def clear(self, queue: str) -> int: ...
 
-    async def check(self) -> list[str]:
-        """Warnings about settings of the backend that could lose jobs (the worker logs them)."""
-
     def lease_keeper(self) -> LeaseKeeper:
         """A new `LeaseKeeper` with a connection of its own."""
 
@@ -158,3 +152,34 @@ class LeaseKeeper(Protocol):
         """Push each lease's deadline to now + ``lease_s``; ``False`` where it was lost."""
 
     def close(self) -> None: ...
+
+
+# Capabilities: what a driver may do beyond the core above. The worker looks for each once, and
+# takes the faster path where a driver offers one, instead of asking for the driver's name.
+
+
+@runtime_checkable
+class ReservesOnWake(Protocol):
+    """A driver that can wait on one queue and reserve from it in one round trip (Redis sends the
+    reserve behind its BLPOP): one round trip saved per wake-up of an idle worker."""
+
+    async def wait_and_reserve(
+        self,
+        queue: str,
+        timeout_s: float,
+        count: int,
+        *,
+        lease_s: float,
+        default_tries: int,
+        alone: bool = False,
+    ) -> Batch:
+        """`wait` on one queue, then `reserve` from it (in one round trip where possible)."""
+
+
+@runtime_checkable
+class ChecksSettings(Protocol):
+    """A driver that can tell, at a worker's start, that its backend is set up to lose jobs."""
+
+    async def check(self) -> list[str]:
+        """Warnings about settings of the backend that could lose jobs (the worker logs them;
+        ``--strict`` refuses to start)."""

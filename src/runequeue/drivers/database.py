@@ -28,6 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from runequeue.config import QueueConfig
 from runequeue.database import create_engine, mapped_errors, normalized_url
 from runequeue.drivers import sql
 from runequeue.drivers.base import Batch, Buried, Driver, LeaseKeeper, Outgoing, Producer, Reserved
@@ -355,21 +356,6 @@ class DatabaseDriver:
             return
         self._poll_s = min(self._poll_s * 2, max(timeout_s, FIRST_POLL_S))
 
-    async def wait_and_reserve(
-        self,
-        queue: str,
-        timeout_s: float,
-        count: int,
-        *,
-        lease_s: float,
-        default_tries: int,
-        alone: bool = False,
-    ) -> Batch:
-        await self.wait([queue], timeout_s)
-        return await self.reserve(
-            queue, count, lease_s=lease_s, default_tries=default_tries, alone=alone
-        )
-
     def _should_listen(self) -> bool:
         return (
             self._notified
@@ -457,9 +443,6 @@ class DatabaseDriver:
     async def clear(self, queue: str) -> int:
         return await asyncio.to_thread(self.queue.clear, queue)
 
-    async def check(self) -> list[str]:
-        return []  # durability is the database's own (fsync, replication): nothing to second-guess
-
     def lease_keeper(self) -> LeaseKeeper:
         return DatabaseQueue(self.url)  # an engine, and so connections, of its own
 
@@ -472,3 +455,11 @@ class DatabaseDriver:
 _driver_check: type[Driver] = DatabaseDriver
 _producer_check: type[Producer] = DatabaseQueue
 _keeper_check: type[LeaseKeeper] = DatabaseQueue
+
+
+def open_producer(config: QueueConfig) -> Producer:
+    return DatabaseQueue(config.database_url)
+
+
+def open_driver(config: QueueConfig) -> Driver:
+    return DatabaseDriver(config.database_url, max_payload_bytes=config.max_payload_bytes)

@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
+from runequeue.config import QueueConfig
 from runequeue.drivers.base import Batch, Buried, Driver, LeaseKeeper, Outgoing, Producer, Reserved
 from runequeue.drivers.redis_direct import Call, Fallback, ScriptLine
 from runequeue.drivers.redis_errors import mapped_errors, redacted
@@ -325,16 +326,31 @@ class RedisDriver:
             await self.client.connection_pool.disconnect()
 
     async def push(self, items: Sequence[Outgoing]) -> int:
+        """One round trip: a single EVALSHA, or, past `PUSH_CHUNK` jobs or one queue, the chunked
+        calls in one MULTI/EXEC (all or nothing, as `RedisProducer.push`). redis-py's script
+        objects would send SCRIPT EXISTS first each time: NOSCRIPT is handled here instead."""
         calls = _push_calls(self.keys, items)
         try:
             with self._errors():
-                # All or nothing, as `RedisProducer.push`.
-                async with self.client.pipeline(transaction=len(calls) > 1) as pipe:
-                    for keys, args in calls:
-                        await self._push(keys=keys, args=args, client=pipe)
-                    return sum(int(stored) for stored in await pipe.execute())
+                try:
+                    return await self._push_once(calls)
+                except redis.exceptions.NoScriptError:
+                    # Redis lost its scripts (a restart, SCRIPT FLUSH). Every call of a
+                    # transaction runs the same script, so none of them stored anything.
+                    await self.client.script_load(self._push.script)
+                    return await self._push_once(calls)
         except DriverError as exc:
             raise DispatchError(f"could not dispatch: {exc}") from exc
+
+    async def _push_once(self, calls: Sequence[Call]) -> int:
+        sha = self._push.sha
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return int(await self.client.evalsha(sha, len(keys), *keys, *args))
+        async with self.client.pipeline(transaction=True) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            return sum(int(stored) for stored in await pipe.execute())
 
     def _reserve_call(
         self, queue: str, count: int, lease_s: float, default_tries: int, alone: bool
@@ -575,3 +591,15 @@ class RedisDriver:
 _driver_check: type[Driver] = RedisDriver
 _producer_check: type[Producer] = RedisProducer
 _keeper_check: type[LeaseKeeper] = RedisLeaseKeeper
+
+
+def open_producer(config: QueueConfig) -> Producer:
+    return RedisProducer(
+        config.redis_url, prefix=config.redis_prefix, timeout_s=config.dispatch_timeout_s
+    )
+
+
+def open_driver(config: QueueConfig) -> Driver:
+    return RedisDriver(
+        config.redis_url, prefix=config.redis_prefix, max_payload_bytes=config.max_payload_bytes
+    )

@@ -16,12 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from runequeue.drivers.base import Outgoing
+from runequeue.failure_reasons import lease_expired_text, too_large_text
 from runequeue.schema import DEAD, LEASED, READY, RECOVERED, jobs
 
-LEASE_EXPIRED = (
-    "runequeue.errors.LeaseExpired: the worker running the job's last attempt stopped renewing "
-    "its lease (killed or stalled), and the job has no tries left"
-)
+LEASE_EXPIRED = lease_expired_text()
 
 # The last line of an error whose NUL bytes were escaped (the summary, its first line, stays).
 NUL_NOTE = "[runequeue: NUL bytes are written \\x00 in this row; PostgreSQL text cannot hold them]"
@@ -228,8 +226,7 @@ def fail_oversized(dialect: str, ids: Sequence[int], limit_bytes: int) -> sa.Exe
             attempts=jobs.c.attempts + 1,
             failed_at=now_ms(dialect),
             payload=head,
-            error=f"runequeue.errors.PayloadTooLarge: stored payload is larger than {limit_bytes} "
-            f"bytes ({kept})",
+            error=too_large_text(None, limit_bytes, kept),
         )
     )
 

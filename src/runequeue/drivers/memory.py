@@ -1,0 +1,452 @@
+"""The ``memory`` driver: queues in this process's memory, for tests and for embedding a worker.
+
+It keeps the promises of the Redis and database drivers (leases with tokens, attempts counted at
+reserve, recovered jobs run alone, a failed outbox, delayed jobs, wake-ups) and passes the same
+conformance suite, but nothing outlives the process and no other process sees its jobs: a worker
+must run in the process that dispatches (Laravel's ``sync`` and ``null``, dramatiq's StubBroker
+and procrastinate's InMemoryConnector play the same part).
+
+For tests of failure paths, a `MemoryStore` takes injected faults (`MemoryStore.fail`) and a clock
+of the test's own (`MemoryStore.advance`), so a lost lease or an unreachable backend costs
+milliseconds instead of a killed server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Literal
+
+from runequeue.config import QueueConfig
+from runequeue.drivers.base import Batch, Buried, Driver, LeaseKeeper, Outgoing, Producer, Reserved
+from runequeue.errors import DispatchError, DriverError, DriverUnavailable
+from runequeue.failure_reasons import lease_expired_text, too_large_text
+from runequeue.payload import DEFAULT_MAX_BYTES
+
+# As the other drivers: recovered leases and due delayed jobs handled per reserve call.
+RECOVER_LIMIT = 100
+HEAD_KEPT_BYTES = 65536  # what is kept of a payload failed for being too large
+
+Operation = Literal[
+    "push", "reserve", "recover", "wait", "ack", "release", "bury", "buried", "purge",
+    "size", "clear", "extend",
+]  # fmt: skip
+
+
+@dataclasses.dataclass(slots=True)
+class _Job:
+    raw: bytes
+    max_tries: int | None
+    attempts: int = 0
+    token: str | None = None
+    error: str = ""
+
+
+@dataclasses.dataclass(slots=True)
+class _Queue:
+    """One queue: where each of its jobs is. A job id is in exactly one of ready, recovered,
+    delayed, reserved and dead, and in ``jobs`` until it is acknowledged or purged."""
+
+    jobs: dict[str, _Job] = dataclasses.field(default_factory=dict)
+    ready: collections.deque[str] = dataclasses.field(default_factory=collections.deque)
+    recovered: collections.deque[str] = dataclasses.field(default_factory=collections.deque)
+    delayed: dict[str, float] = dataclasses.field(default_factory=dict)  # id -> due time
+    reserved: dict[str, float] = dataclasses.field(default_factory=dict)  # id -> lease deadline
+    dead: dict[str, float] = dataclasses.field(default_factory=dict)  # id -> failed at (ordered)
+    wakeups: int = 0  # as Redis's notify list: a push leaves some, a wait takes one
+
+    def size(self) -> int:
+        return len(self.ready) + len(self.recovered) + len(self.delayed) + len(self.reserved)
+
+
+@dataclasses.dataclass(slots=True)
+class _Fault:
+    times: int
+    error: DriverError
+
+
+class MemoryStore:
+    """The queues of one process (`default_store`), or of one test (``MemoryStore()``).
+
+    Every operation takes the store's lock: producers, workers on other event loops and the
+    heartbeat thread may all use it at once.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._offset_s = 0.0
+        self._lock = threading.Lock()
+        self._queues: dict[str, _Queue] = collections.defaultdict(_Queue)
+        self._faults: dict[Operation, _Fault] = {}
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = (
+            collections.defaultdict(set)
+        )
+
+    # -- for tests ---------------------------------------------------------------------------
+
+    def fail(self, operation: Operation, times: int = 1, error: DriverError | None = None) -> None:
+        """Make the next ``times`` calls of ``operation`` raise ``error`` (by default
+        `DriverUnavailable`, as an unreachable server does), before they change anything."""
+        shown = error or DriverUnavailable(f"memory driver: injected fault in {operation}")
+        with self._lock:
+            self._faults[operation] = _Fault(times, shown)
+
+    def advance(self, seconds: float) -> None:
+        """Move the store's clock forward: leases expire and delayed jobs fall due."""
+        with self._lock:
+            self._offset_s += seconds
+            queues = [name for name, q in self._queues.items() if q.delayed or q.reserved]
+        for name in queues:
+            self._wake(name)
+
+    def reset(self) -> None:
+        """Forget every job and fault."""
+        with self._lock:
+            self._queues.clear()
+            self._faults.clear()
+            self._offset_s = 0.0
+
+    # -- the operations ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _operation(self, operation: Operation) -> Iterator[None]:
+        with self._lock:
+            fault = self._faults.get(operation)
+            if fault is not None:
+                fault.times -= 1
+                if fault.times <= 0:
+                    del self._faults[operation]
+                raise fault.error
+            yield
+
+    def _now(self) -> float:
+        return self._clock() + self._offset_s
+
+    def push(self, items: Sequence[Outgoing]) -> int:
+        stored = 0
+        woken: set[str] = set()
+        with self._operation("push"):
+            now = self._now()
+            for item in items:
+                q = self._queues[item.queue]
+                if item.job_id in q.jobs:
+                    continue  # a push repeated after an ambiguous error stores nothing twice
+                q.jobs[item.job_id] = _Job(item.raw, item.max_tries)
+                if item.delay_s > 0:
+                    q.delayed[item.job_id] = now + item.delay_s
+                else:
+                    q.ready.append(item.job_id)
+                    q.wakeups = min(q.wakeups + 1, 64)
+                    woken.add(item.queue)
+                stored += 1
+        for queue in woken:
+            self._wake(queue)
+        return stored
+
+    def reserve(
+        self, queue: str, count: int, *, lease_s: float, default_tries: int, alone: bool,
+        max_payload_bytes: int, operation: Operation = "reserve",
+    ) -> Batch:  # fmt: skip
+        with self._operation(operation):
+            now = self._now()
+            q = self._queues[queue]
+            moved = self._promote_and_recover(q, now, default_tries)
+            token = secrets.token_hex(16)
+            jobs: list[Reserved] = []
+            if count > 0 and alone and q.recovered:
+                job_id = q.recovered.popleft()
+                jobs.append(self._lease(q, queue, job_id, token, now + lease_s, recovered=True))
+            while len(jobs) < count and q.ready:
+                job_id = q.ready.popleft()
+                job = q.jobs[job_id]
+                if len(job.raw) > max_payload_bytes:
+                    job.attempts += 1
+                    size = len(job.raw)
+                    job.raw = job.raw[:HEAD_KEPT_BYTES]
+                    self._bury(q, job_id, now, too_large_text(size, max_payload_bytes))
+                    continue
+                jobs.append(self._lease(q, queue, job_id, token, now + lease_s, recovered=False))
+            if not q.ready and not q.recovered:
+                q.wakeups = 0  # nothing ready: stale wake-ups would only cause empty reserves
+            elif moved:
+                q.wakeups = min(q.wakeups + moved, 64)
+            next_due = min(q.delayed.values()) - now if q.delayed else None
+            waiting = bool(q.recovered)
+        if moved:
+            self._wake(queue)
+        return Batch(jobs, None if next_due is None else max(next_due, 0.0), waiting)
+
+    def _promote_and_recover(self, q: _Queue, now: float, default_tries: int) -> int:
+        due = sorted((at, job_id) for job_id, at in q.delayed.items() if at <= now)
+        for _, job_id in due[:RECOVER_LIMIT]:
+            del q.delayed[job_id]
+            q.ready.append(job_id)
+        moved = min(len(due), RECOVER_LIMIT)
+        expired = sorted((at, job_id) for job_id, at in q.reserved.items() if at <= now)
+        for _, job_id in expired[:RECOVER_LIMIT]:
+            del q.reserved[job_id]
+            job = q.jobs[job_id]
+            job.token = None
+            tries = job.max_tries if job.max_tries is not None else default_tries
+            if job.attempts >= tries:
+                q.dead[job_id] = now
+                job.error = lease_expired_text(job.attempts)
+            else:
+                q.recovered.append(job_id)  # apart: it runs alone (it may be what killed them)
+                moved += 1
+        return moved
+
+    @staticmethod
+    def _lease(
+        q: _Queue, queue: str, job_id: str, token: str, deadline: float, *, recovered: bool
+    ) -> Reserved:
+        job = q.jobs[job_id]
+        job.attempts += 1
+        job.token = token
+        q.reserved[job_id] = deadline
+        return Reserved(queue, job_id, job.raw, job.attempts, token, recovered)
+
+    @staticmethod
+    def _bury(q: _Queue, job_id: str, now: float, error: str) -> None:
+        q.dead[job_id] = now
+        q.jobs[job_id].error = error
+
+    def _holds(self, item: Reserved) -> _Job | None:
+        """The job, if ``item``'s lease is still the one holding it."""
+        q = self._queues[item.queue]
+        job = q.jobs.get(item.job_id)
+        if job is None or job.token != item.token or item.job_id not in q.reserved:
+            return None
+        return job
+
+    def ack(self, items: Sequence[Reserved]) -> list[bool]:
+        with self._operation("ack"):
+            results = []
+            for item in items:
+                held = self._holds(item) is not None
+                if held:
+                    q = self._queues[item.queue]
+                    del q.reserved[item.job_id]
+                    del q.jobs[item.job_id]
+                results.append(held)
+            return results
+
+    def extend(self, items: Sequence[Reserved], lease_s: float) -> list[bool]:
+        with self._operation("extend"):
+            deadline = self._now() + lease_s
+            results = []
+            for item in items:
+                held = self._holds(item) is not None
+                if held:
+                    self._queues[item.queue].reserved[item.job_id] = deadline
+                results.append(held)
+            return results
+
+    def release(self, item: Reserved, *, delay_s: float, refund: bool) -> bool:
+        with self._operation("release"):
+            job = self._holds(item)
+            if job is None:
+                return False
+            q = self._queues[item.queue]
+            del q.reserved[item.job_id]
+            job.token = None
+            if refund:
+                job.attempts -= 1
+            if delay_s > 0:
+                q.delayed[item.job_id] = self._now() + delay_s
+            elif refund:
+                q.ready.appendleft(item.job_id)  # interrupted by a shutdown: run it next
+            else:
+                q.ready.append(item.job_id)
+            q.wakeups = min(q.wakeups + 1, 64)
+        self._wake(item.queue)
+        return True
+
+    def bury(self, item: Reserved, error: str) -> bool:
+        with self._operation("bury"):
+            job = self._holds(item)
+            if job is None:
+                return False
+            q = self._queues[item.queue]
+            del q.reserved[item.job_id]
+            job.token = None
+            self._bury(q, item.job_id, self._now(), error)
+            return True
+
+    def buried(self, queue: str, limit: int) -> list[Buried]:
+        with self._operation("buried"):
+            q = self._queues[queue]
+            ids = list(q.dead)[:limit]
+            return [
+                Buried(queue, job_id, q.jobs[job_id].raw, q.jobs[job_id].error) for job_id in ids
+            ]
+
+    def purge(self, queue: str, job_id: str) -> None:
+        with self._operation("purge"):
+            q = self._queues[queue]
+            if q.dead.pop(job_id, None) is not None:
+                del q.jobs[job_id]
+
+    def size(self, queue: str) -> int:
+        with self._operation("size"):
+            return self._queues[queue].size()
+
+    def clear(self, queue: str) -> int:
+        with self._operation("clear"):
+            q = self._queues[queue]
+            ids = [*q.ready, *q.recovered, *q.delayed, *q.reserved]
+            for job_id in ids:
+                del q.jobs[job_id]
+            q.ready.clear()
+            q.recovered.clear()
+            q.delayed.clear()
+            q.reserved.clear()
+            q.wakeups = 0
+            return len(ids)
+
+    # -- waiting for work --------------------------------------------------------------------
+
+    async def wait(self, queues: Sequence[str], timeout_s: float) -> None:
+        event = asyncio.Event()
+        waiter = (asyncio.get_running_loop(), event)
+        with self._operation("wait"):
+            if self._take_wakeup(queues):
+                return
+            for queue in queues:
+                self._waiters[queue].add(waiter)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout_s)
+        finally:
+            with self._lock:
+                for queue in queues:
+                    self._waiters[queue].discard(waiter)
+                self._take_wakeup(queues)
+
+    def _take_wakeup(self, queues: Sequence[str]) -> bool:
+        for queue in queues:
+            q = self._queues[queue]
+            if q.wakeups > 0:
+                q.wakeups -= 1
+                return True
+        return False
+
+    def _wake(self, queue: str) -> None:
+        with self._lock:
+            waiters = list(self._waiters.get(queue, ()))
+        for loop, event in waiters:
+            with contextlib.suppress(RuntimeError):  # that worker's loop has closed
+                loop.call_soon_threadsafe(event.set)
+
+
+_default_store = MemoryStore()
+
+
+def default_store() -> MemoryStore:
+    """The store every ``driver="memory"`` configuration of this process uses."""
+    return _default_store
+
+
+class MemoryDriver:
+    """The worker's access to a `MemoryStore`; also its producer and its lease keeper."""
+
+    def __init__(
+        self, store: MemoryStore | None = None, *, max_payload_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
+        self.store = store if store is not None else default_store()
+        self.max_payload_bytes = max_payload_bytes
+
+    async def push(self, items: Sequence[Outgoing]) -> int:
+        return _dispatched(self.store.push, items)
+
+    async def reserve(
+        self, queue: str, count: int, *, lease_s: float, default_tries: int, alone: bool = False
+    ) -> Batch:
+        return self.store.reserve(
+            queue, count, lease_s=lease_s, default_tries=default_tries, alone=alone,
+            max_payload_bytes=self.max_payload_bytes,
+        )  # fmt: skip
+
+    async def recover(self, queue: str, *, default_tries: int) -> None:
+        self.store.reserve(
+            queue, 0, lease_s=1, default_tries=default_tries, alone=False,
+            max_payload_bytes=self.max_payload_bytes, operation="recover",
+        )  # fmt: skip
+
+    async def wait(self, queues: Sequence[str], timeout_s: float) -> None:
+        await self.store.wait(queues, timeout_s)
+
+    async def ack(self, items: Sequence[Reserved]) -> list[bool]:
+        return self.store.ack(items)
+
+    async def release(self, item: Reserved, *, delay_s: float, refund: bool) -> bool:
+        return self.store.release(item, delay_s=delay_s, refund=refund)
+
+    async def bury(self, item: Reserved, error: str) -> bool:
+        return self.store.bury(item, error)
+
+    async def buried(self, queue: str, limit: int) -> list[Buried]:
+        return self.store.buried(queue, limit)
+
+    async def purge(self, queue: str, job_id: str) -> None:
+        self.store.purge(queue, job_id)
+
+    async def size(self, queue: str) -> int:
+        return self.store.size(queue)
+
+    async def clear(self, queue: str) -> int:
+        return self.store.clear(queue)
+
+    def lease_keeper(self) -> LeaseKeeper:
+        return MemoryProducer(self.store)
+
+    async def close(self) -> None:
+        return None
+
+
+class MemoryProducer:
+    """Blocking access to a `MemoryStore`: dispatch, size, clear, and lease renewal."""
+
+    def __init__(self, store: MemoryStore | None = None) -> None:
+        self.store = store if store is not None else default_store()
+
+    def push(self, items: Sequence[Outgoing]) -> int:
+        return _dispatched(self.store.push, items)
+
+    def size(self, queue: str) -> int:
+        return self.store.size(queue)
+
+    def clear(self, queue: str) -> int:
+        return self.store.clear(queue)
+
+    def extend(self, items: Sequence[Reserved], lease_s: float) -> list[bool]:
+        return self.store.extend(items, lease_s)
+
+    def close(self) -> None:
+        return None
+
+
+def _dispatched(push: Callable[[Sequence[Outgoing]], int], items: Sequence[Outgoing]) -> int:
+    try:
+        return push(items)
+    except DriverError as exc:
+        raise DispatchError(f"could not dispatch: {exc}") from exc
+
+
+def open_producer(config: QueueConfig) -> Producer:
+    return MemoryProducer()
+
+
+def open_driver(config: QueueConfig) -> Driver:
+    return MemoryDriver(max_payload_bytes=config.max_payload_bytes)
+
+
+_driver_check: type[Driver] = MemoryDriver
+_producer_check: type[Producer] = MemoryProducer
+_keeper_check: type[LeaseKeeper] = MemoryProducer

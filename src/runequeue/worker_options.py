@@ -1,0 +1,49 @@
+"""How a worker runs: the ``rune queue:work`` flags, as one frozen record."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from runequeue.job import Backoff
+from runequeue.runner import JobDefaults
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerOptions:
+    """How a worker runs; the ``rune queue:work`` flags.
+
+    Attributes:
+        queues: queue names in priority order: the first is drained before the next is looked at.
+        concurrency: jobs run at once (plain ``def handle`` jobs run in as many threads).
+        tries, timeout_s, backoff: defaults for jobs that set none.
+        sleep_s: longest wait for new work before looking again (a new job wakes it at once).
+        max_jobs, max_time_s: stop after this many jobs or seconds (a supervisor restarts it).
+        stop_when_empty: stop once the queues are empty and running jobs are done.
+        shutdown_timeout_s: on SIGTERM, how long running jobs may finish before they are put back.
+        lease_s: lease length, renewed every ``lease_s / 3``. ``None`` (the default) takes the
+            configuration's ``retry_after_s`` (``QUEUE_RETRY_AFTER``) in `run_worker`: the lease
+            is one setting, not two to keep equal by hand.
+        sweep_interval_s: how often expired leases and due delayed jobs are recovered when no
+            reserve does it, and failed jobs waiting in the outbox are recorded.
+        strict: refuse to start when the backend cannot be reached or could lose jobs (no
+            persistence, eviction).
+    """
+
+    queues: tuple[str, ...] = ("default",)
+    concurrency: int = 10
+    tries: int = 3
+    timeout_s: float | None = 60.0
+    backoff: Backoff = 0
+    sleep_s: float = 3.0
+    max_jobs: int | None = None
+    max_time_s: float | None = None
+    stop_when_empty: bool = False
+    shutdown_timeout_s: float = 25.0
+    lease_s: float | None = None
+    sweep_interval_s: float = 5.0
+    strict: bool = False
+
+    @functools.cached_property
+    def defaults(self) -> JobDefaults:
+        return JobDefaults(tries=self.tries, timeout_s=self.timeout_s, backoff=self.backoff)

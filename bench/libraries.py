@@ -373,7 +373,7 @@ def _database_drivers() -> list[Library]:
 def _create_database(url: str) -> None:
     import sqlalchemy as sa
 
-    from runequeue.database import create_engine
+    from runequeue.db_engine import create_engine
 
     target = sa.engine.make_url(url)
     admin = create_engine(target.set(database="postgres").render_as_string(hide_password=False))

@@ -16,7 +16,7 @@ import redis
 import sqlalchemy as sa
 
 from runequeue import Queue, QueueConfig
-from runequeue.database import create_engine
+from runequeue.db_engine import create_engine
 from runequeue.schema import metadata, migrate
 
 REDIS_URL = os.environ.get("RUNEQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -15,7 +15,8 @@ from typing import Any
 from runequeue import QueueConfig, Worker, WorkerOptions
 from runequeue.drivers import open_driver
 from runequeue.drivers.base import Outgoing
-from runequeue.failed import FailedJob, FailedJobStore
+from runequeue.failed_job import FailedJob
+from runequeue.failed_store import FailedJobStore
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,7 @@
 """runequeue: Laravel-style background job queues for Python."""
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from runequeue.config import QueueConfig
 from runequeue.errors import (
@@ -26,7 +27,21 @@ from runequeue.errors import (
 )
 from runequeue.job import Job
 from runequeue.queue import Queue
-from runequeue.worker import Worker, WorkerOptions
+
+if TYPE_CHECKING:
+    from runequeue.worker import Worker, WorkerOptions
+
+
+
+def __getattr__(name: str) -> object:
+    # The worker (and with it SQLAlchemy, for failed_jobs) loads when it is first asked for, so
+    # a web app that only dispatches does not pay for it at import.
+    if name in ("Worker", "WorkerOptions"):
+        from runequeue import worker
+
+        return getattr(worker, name)
+    raise AttributeError(f"module 'runequeue' has no attribute {name!r}")
+
 
 try:
     __version__ = version("runequeue")

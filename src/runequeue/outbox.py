@@ -24,7 +24,8 @@ from runequeue.errors import (
     MissingTable,
     PayloadError,
 )
-from runequeue.failed import FailedJob, FailedJobStore
+from runequeue.failed_job import FailedJob
+from runequeue.failed_store import FailedJobStore
 from runequeue.payload import Codec
 from runequeue.runner import call_failed_hook
 

@@ -11,6 +11,7 @@ import datetime as dt
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from runequeue import payload
 from runequeue.config import QueueConfig
@@ -18,9 +19,11 @@ from runequeue.drivers import open_driver, open_producer
 from runequeue.drivers.base import Driver, Outgoing, Producer
 from runequeue.drivers.sync import SyncDriver
 from runequeue.errors import DispatchError
-from runequeue.failed import FailedJobStore
 from runequeue.job import Backoff, Job
 from runequeue.runner import run_now
+
+if TYPE_CHECKING:
+    from runequeue.failed_store import FailedJobStore
 
 Delay = float | dt.timedelta | dt.datetime
 
@@ -236,6 +239,10 @@ def failed_store(config: QueueConfig) -> FailedJobStore:
     with _lock:
         store = _stores.get(config.database_url)
         if store is None:
+            # Imported here: SQLAlchemy loads only once a job fails on the sync driver (or a
+            # retry runs), not in every web app that dispatches to Redis.
+            from runequeue.failed_store import FailedJobStore
+
             store = _stores[config.database_url] = FailedJobStore(config.database_url)
         return store
 

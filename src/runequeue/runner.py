@@ -12,13 +12,13 @@ import inspect
 import logging
 import time
 import traceback
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from runequeue import job as job_registry
 from runequeue import payload
 from runequeue.deadlines import TICK_S, Deadlines
 from runequeue.errors import JobTimeout, PayloadError, RuneQueueError, UnknownJob
-from runequeue.failed import FailedJob, FailedJobStore
+from runequeue.failed_job import FailedJob
 from runequeue.job import Backoff, Job, is_async_handler
 from runequeue.logs import log_line
 from runequeue.payload import Codec, Envelope
@@ -34,6 +34,9 @@ from runequeue.retry import (
 )
 from runequeue.text import one_line, safe_str
 from runequeue.threads import DaemonThreadPool
+
+if TYPE_CHECKING:
+    from runequeue.failed_store import FailedJobStore
 
 log = logging.getLogger("runequeue.worker")
 

@@ -7,7 +7,7 @@ import dataclasses
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-from runequeue.database import create_engine, mapped_errors, redacted
+from runequeue.db_engine import create_engine, mapped_errors, redacted
 from runequeue.errors import MissingTable
 
 metadata = sa.MetaData()

@@ -24,7 +24,8 @@ from runequeue.deadlines import Deadlines
 from runequeue.drivers import open_driver
 from runequeue.drivers.base import Batch, Driver, Reserved, ReservesOnWake
 from runequeue.errors import BackendFull, DriverError
-from runequeue.failed import FailedJob, FailedJobStore
+from runequeue.failed_job import FailedJob
+from runequeue.failed_store import FailedJobStore
 from runequeue.heartbeat import Heartbeat
 from runequeue.logs import Recurring
 from runequeue.outbox import FailureOutbox

@@ -19,7 +19,7 @@ import redis
 import sqlalchemy as sa
 
 from runequeue import Job, Queue, QueueConfig
-from runequeue.database import create_engine
+from runequeue.db_engine import create_engine
 from runequeue.drivers.redis import QueueKeys
 from runequeue.errors import DispatchError
 from tests.chaos.report import Result

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from runequeue import Queue, QueueConfig
-from runequeue.failed import FailedJobStore
+from runequeue.failed_store import FailedJobStore
 from runequeue.schema import migrate
 from tests.chaos.report import Result
 from tests.support.jobs import AlwaysFails, Record, SleepThenFail, read_events

@@ -22,10 +22,11 @@ import pytest
 import sqlalchemy as sa
 
 from runequeue import Queue, QueueConfig
-from runequeue.database import create_engine
+from runequeue.db_engine import create_engine
 from runequeue.drivers import open_driver
 from runequeue.drivers.base import Outgoing
-from runequeue.failed import FailedJob, FailedJobStore
+from runequeue.failed_job import FailedJob
+from runequeue.failed_store import FailedJobStore
 from runequeue.schema import migrate
 from tests.chaos.report import Result
 from tests.support.jobs import FailsWithNul, Record, read_events

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from runequeue import Queue, QueueConfig
 from runequeue.drivers import open_driver
-from runequeue.failed import FailedJobStore
+from runequeue.failed_store import FailedJobStore
 from runequeue.worker import Worker
 from tests.support.jobs import Sleepy, read_ledger
 from tests.workers import options

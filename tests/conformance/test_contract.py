@@ -16,6 +16,7 @@ from runequeue import DispatchError, Queue, QueueConfig
 from runequeue.cli import cli
 from runequeue.drivers import open_driver
 from runequeue.drivers.base import Driver, Outgoing
+from tests.conformance.conftest import needs_other_processes
 from tests.support.jobs import (
     AlwaysFails,
     FlakyThenOk,
@@ -24,7 +25,6 @@ from tests.support.jobs import (
     Sleepy,
     read_ledger,
 )
-from tests.conformance.conftest import needs_other_processes
 from tests.workers import failed_jobs, spawn_worker, wait_until, work
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ import pytest
 
 from runequeue import Job, Queue, QueueConfig
 from runequeue.errors import InvalidPayload
-from runequeue.failed import FailedJobStore
+from runequeue.failed_store import FailedJobStore
 
 
 @dataclasses.dataclass

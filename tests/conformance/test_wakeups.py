@@ -22,7 +22,7 @@ from typing import Any
 from runequeue import Queue, QueueConfig, Worker
 from runequeue.drivers import open_driver
 from runequeue.drivers.database import notified
-from runequeue.failed import FailedJobStore
+from runequeue.failed_store import FailedJobStore
 from tests.support.jobs import Event, FlakyThenOk, Record, SlowFirstAttemptFails, read_events
 from tests.workers import options, wait_until
 

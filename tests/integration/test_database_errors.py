@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from runequeue import Queue, QueueConfig
-from runequeue.database import create_engine, normalized_url
+from runequeue.db_engine import create_engine, normalized_url
 from runequeue.errors import (
     ConfigError,
     DatabaseAccessDenied,
@@ -29,7 +29,7 @@ from runequeue.errors import (
     MissingTable,
     RuneQueueError,
 )
-from runequeue.failed import FailedJobStore
+from runequeue.failed_store import FailedJobStore
 from runequeue.schema import metadata, migrate
 from tests.conftest import SERVER_URLS
 from tests.support.jobs import Record

@@ -16,8 +16,9 @@ from runequeue import Queue, QueueConfig
 from runequeue.cli import cli
 from runequeue.drivers import open_driver
 from runequeue.drivers.base import Outgoing
-from runequeue.failed import FailedJob, FailedJobStore
-from runequeue.failures import FailedJobs
+from runequeue.failed_job import FailedJob
+from runequeue.failed_jobs import FailedJobs
+from runequeue.failed_store import FailedJobStore
 from tests.support.jobs import (
     AlwaysFails,
     FailsUntilFixed,

@@ -15,11 +15,12 @@ import pytest
 import sqlalchemy as sa
 
 from runequeue import Queue, QueueConfig
-from runequeue.database import create_engine
+from runequeue.db_engine import create_engine
 from runequeue.drivers import open_driver
 from runequeue.drivers.base import Outgoing
-from runequeue.failed import FailedJob, FailedJobStore
-from runequeue.failures import AmbiguousJobRef, FailedJobs
+from runequeue.failed_job import FailedJob
+from runequeue.failed_jobs import AmbiguousJobRef, FailedJobs
+from runequeue.failed_store import FailedJobStore
 from runequeue.schema import failed_jobs, jobs, migrate, run_migrations
 from tests.support.jobs import Boom, FailsUntilFixed, Record, read_ledger
 from tests.workers import failed_jobs as stored_failures

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from runequeue.database import create_engine
+from runequeue.db_engine import create_engine
 from runequeue.drivers import database
 from runequeue.drivers.base import Batch, Outgoing
 from runequeue.drivers.database import DatabaseDriver, DatabaseQueue

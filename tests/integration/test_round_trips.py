@@ -97,6 +97,7 @@ def test_async_dispatch_after_redis_lost_its_scripts(config: QueueConfig) -> Non
         await Queue.dispatch_async(config, TypedUser(user_id=1))
         blocking_redis.Redis.from_url(config.redis_url).script_flush()
         await Queue.dispatch_async(config, TypedUser(user_id=2))  # NOSCRIPT, loaded, stored
+        blocking_redis.Redis.from_url(config.redis_url).script_flush()
         await Queue.dispatch_many_async(config, [TypedUser(user_id=n) for n in range(2500)])
         await Queue.aclose_connections()
 

@@ -250,7 +250,7 @@ def test_a_stop_asked_for_during_a_reserve_is_not_held_up_by_the_idle_wait(
     must not then block its whole ``sleep_s`` (a BLPOP on Redis) before noticing."""
 
     async def scenario() -> float:
-        from runequeue.failed import FailedJobStore
+        from runequeue.failed_store import FailedJobStore
         from runequeue.worker import Worker
 
         driver = open_driver(config)

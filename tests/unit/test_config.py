@@ -93,7 +93,7 @@ def test_the_package_has_a_version_and_exports_its_errors() -> None:
 
 
 def test_an_unparsable_database_url_never_shows_its_password() -> None:
-    from runequeue.database import normalized_url, redacted
+    from runequeue.db_engine import normalized_url, redacted
 
     url = "postgresql://app:s3cret@db:notaport/app"
     assert "s3cret" not in redacted(url)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from runequeue.errors import MissingTable
-from runequeue.failed import FailedJob
+from runequeue.failed_job import FailedJob
 from runequeue.schema import check_tables, migrate
 
 

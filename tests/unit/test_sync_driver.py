@@ -8,7 +8,7 @@ import pytest
 
 from runequeue import Job, Queue, QueueConfig
 from runequeue.errors import JobTimeout
-from runequeue.failed import FailedJobStore
+from runequeue.failed_store import FailedJobStore
 from tests.support.jobs import AlwaysFails, Boom, Record, RecordInThread, Sleepy, read_ledger
 
 

@@ -1,5 +1,5 @@
 """The failed-job commands: `rune queue:failed`, `queue:retry`, `queue:forget`, `queue:flush` and
-`queue:prune-failed`, over `runequeue.failures.FailedJobs`."""
+`queue:prune-failed`, over `runequeue.failed_jobs.FailedJobs`."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from runequeue.cli.common import (
     import_job_modules,
     import_option,
 )
-from runequeue.failed import SHORT_ID_LENGTH, FailedJob
-from runequeue.failures import FailedJobs
+from runequeue.failed_job import SHORT_ID_LENGTH, FailedJob
+from runequeue.failed_jobs import FailedJobs
 
 
 def _failed_jobs(database_url: str | None) -> FailedJobs:

@@ -11,8 +11,8 @@ from rich.table import Table
 from runequeue.cli.app import cli
 from runequeue.cli.common import config_for, console, rune_command
 from runequeue.config import QueueConfig
-from runequeue.database import redacted
-from runequeue.failures import FailedJobs
+from runequeue.db_engine import redacted
+from runequeue.failed_jobs import FailedJobs
 from runequeue.logs import flush_logs, setup_worker_logging
 from runequeue.schema import run_migrations
 

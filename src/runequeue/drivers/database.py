@@ -2,7 +2,7 @@
 
 Reserve takes rows with ``SELECT ... FOR UPDATE SKIP LOCKED`` inside one transaction on
 PostgreSQL and MySQL 8 / MariaDB 10.6, so workers on many machines never take the same job; on
-SQLite every transaction is ``BEGIN IMMEDIATE`` (see `runequeue.database`), which makes a reserve
+SQLite every transaction is ``BEGIN IMMEDIATE`` (see `runequeue.db_engine`), which makes a reserve
 exclusive. Leases, attempts counted at reserve, lease tokens and the failed outbox work as in the
 Redis driver, so both pass the same conformance suite.
 
@@ -29,7 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from runequeue.config import QueueConfig
-from runequeue.database import create_engine, mapped_errors, normalized_url
+from runequeue.db_engine import create_engine, mapped_errors, normalized_url
 from runequeue.drivers import sql
 from runequeue.drivers.base import Batch, Buried, Driver, LeaseKeeper, Outgoing, Producer, Reserved
 from runequeue.errors import (
@@ -47,7 +47,7 @@ NOTIFY_CHANNEL = "runequeue_jobs"
 RECOVER_EVERY_S = 1.0  # reserve also recovers expired leases, at most this often per queue
 FIRST_POLL_S = 0.05
 LISTEN_AGAIN_S = 30.0  # after a failed LISTEN, the worker polls and tries again this often
-# The LISTEN connection's connect timeout: the engine's own (runequeue.database.create_engine),
+# The LISTEN connection's connect timeout: the engine's own (runequeue.db_engine.create_engine),
 # so an unreachable server cannot hold up a reserve, or the worker's exit, for the OS's TCP timeout.
 LISTEN_CONNECT_TIMEOUT_S = 5
 

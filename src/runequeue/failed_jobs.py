@@ -20,7 +20,8 @@ from runequeue import payload
 from runequeue.config import QueueConfig
 from runequeue.drivers.base import Outgoing
 from runequeue.errors import AmbiguousJobRef, PayloadError, RuneQueueError
-from runequeue.failed import Claimed, FailedJob, FailedJobStore
+from runequeue.failed_job import FailedJob
+from runequeue.failed_store import Claimed, FailedJobStore
 from runequeue.queue import push_stored
 from runequeue.runner import Attempt, run_once
 

@@ -11,7 +11,6 @@ row in the same transaction, so two retries of one row push it once.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import re
 from collections.abc import Iterator, Sequence
@@ -19,58 +18,14 @@ from collections.abc import Iterator, Sequence
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from runequeue import payload
-from runequeue.database import create_engine, mapped_errors
+from runequeue.db_engine import create_engine, mapped_errors
 from runequeue.drivers.base import Outgoing
 from runequeue.drivers.database import store_jobs
 from runequeue.drivers.sql import storable_error, storable_text
+from runequeue.failed_job import SHORT_ID_LENGTH, FailedJob, utcnow
 from runequeue.schema import failed_jobs
 
-SHORT_ID_LENGTH = 8  # what `rune queue:failed` shows of a uuid, and the shortest prefix accepted
 _HEX = re.compile(r"[0-9a-f]+")
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class FailedJob:
-    """One failed job: the exact stored payload and why it failed."""
-
-    job_id: str
-    connection: str
-    queue: str
-    payload: bytes
-    exception: str
-    failed_at: dt.datetime = dataclasses.field(default_factory=utcnow)
-    id: int = 0  # the row's key, once stored
-
-    @property
-    def job_name(self) -> str:
-        return payload.peek_name(self.payload) or "?"
-
-    @property
-    def summary(self) -> str:
-        """The first line of the exception."""
-        return self.exception.splitlines()[0] if self.exception else ""
-
-    @property
-    def short_id(self) -> str:
-        """The first 8 characters of the job id: enough to name it (commands accept a prefix)."""
-        return self.job_id[:SHORT_ID_LENGTH]
-
-    @property
-    def exception_line(self) -> str:
-        """``Type: message`` of the exception, without the type's module: one line for a table.
-
-        The stored text starts ``module.Type: message``; text of another shape is shown as it is.
-        """
-        kind, colon, message = self.summary.partition(": ")
-        if not colon or " " in kind:
-            return self.summary
-        short_kind = kind.rpartition(".")[2]
-        return f"{short_kind}: {message}" if message else short_kind
 
 
 class FailedJobStore:

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from runequeue.worker import Worker, WorkerOptions
 
 
-
 def __getattr__(name: str) -> object:
     # The worker (and with it SQLAlchemy, for failed_jobs) loads when it is first asked for, so
     # a web app that only dispatches does not pay for it at import.

@@ -42,6 +42,11 @@ def too_large_text(size: int | None, limit_bytes: int, kept: str = "") -> str:
     return f"{TOO_LARGE_PREFIX}stored payload {stored}{limit}{f' ({kept})' if kept else ''}"
 
 
+# What marks a buried job's failed() hook as claimed, where the lease token was (no lease holds
+# a buried job, so the token's place is free until the job is purged).
+HOOK_CLAIMED = "failed-hook"
+
+
 def reason_of(error: str) -> FailReason:
     """The reason a stored failure text gives (Lua scripts and SQL write the prefixes above)."""
     if error.startswith(LEASE_EXPIRED_PREFIX):

@@ -26,6 +26,7 @@ from runequeue.errors import (
 )
 from runequeue.failed_job import FailedJob
 from runequeue.failed_store import FailedJobStore
+from runequeue.failure_reasons import FailReason, message_of
 from runequeue.payload import Codec
 from runequeue.runner import call_failed_hook
 
@@ -33,7 +34,6 @@ log = logging.getLogger("runequeue.worker")
 
 # The store or the backend is away (or set up wrong): every failure would wait, not just one.
 _AWAY = (DriverError, DatabaseUnavailable, MissingTable, MissingDatabase, DatabaseAccessDenied)
-_LEASE_EXPIRED = f"{LeaseExpired.__module__}.{LeaseExpired.__qualname__}"
 
 
 class FailureOutbox:
@@ -46,7 +46,6 @@ class FailureOutbox:
         self.store = store
         self.connection = connection
         self.codec = codec
-        self._hooked: set[str] = set()  # lease-expired jobs whose failed() hook has been called
 
     async def record(self, failure: FailedJob) -> bool:
         """Record a buried job and purge it from the backend; ``False`` if it has to wait."""
@@ -85,14 +84,17 @@ class FailureOutbox:
 
     async def _hooked_failure(self, buried: Buried) -> FailedJob:
         """``buried`` as a failure to record, once its ``failed()`` hook has been called."""
-        if buried.error.startswith(_LEASE_EXPIRED) and buried.job_id not in self._hooked:
+        if buried.reason is FailReason.LEASE_EXPIRED and await self.driver.claim_failed_hook(
+            buried.queue, buried.job_id
+        ):
             # Failed inside the backend when its last lease expired: no worker has run its hook.
-            self._hooked.add(buried.job_id)
+            # The claim makes this worker the one that does, once across all workers; a crash
+            # before the call below means it is not called (at most once, like Laravel's).
             name = payload.peek_name(buried.raw) or "?"
             log.info("%-5s %-32s %s lease expired, no tries left", "FAIL", name, buried.job_id)
             with contextlib.suppress(PayloadError):
                 job = payload.build_job(self.codec.decode(buried.raw), attempt=0)
-                await call_failed_hook(job, LeaseExpired(buried.error.partition(": ")[2]))
+                await call_failed_hook(job, LeaseExpired(message_of(buried.error)))
         return FailedJob(buried.job_id, self.connection, buried.queue, buried.raw, buried.error)
 
 

@@ -79,7 +79,7 @@ class Fleet:
         for worker in self.workers:
             if worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
-        codes = []
+        codes: list[int | None] = []
         for worker in self.workers:
             try:
                 codes.append(worker.wait(timeout=30))

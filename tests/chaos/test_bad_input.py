@@ -136,7 +136,11 @@ def test_r11_with_signing_bad_payloads_are_rejected_before_parsing(
 
     parsed: list[bytes] = []
     real_decode = payload.decode
-    monkeypatch.setattr(payload, "decode", lambda raw: parsed.append(raw) or real_decode(raw))
+    def decode(raw: bytes) -> object:
+        parsed.append(raw)
+        return real_decode(raw)
+
+    monkeypatch.setattr(payload, "decode", decode)
     work(signed, concurrency=1)
 
     failures = {f.job_id: f.summary for f in failed_jobs(signed)}

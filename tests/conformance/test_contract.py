@@ -16,6 +16,7 @@ from runequeue import DispatchError, Queue, QueueConfig
 from runequeue.cli import cli
 from runequeue.drivers import open_driver
 from runequeue.drivers.base import Driver, Outgoing
+from runequeue.failure_reasons import FailReason
 from tests.conformance.conftest import needs_other_processes
 from tests.support.jobs import (
     AlwaysFails,
@@ -210,6 +211,26 @@ def test_expired_lease_with_no_tries_left_is_failed(backend: QueueConfig) -> Non
         (buried,) = await driver.buried("default", 10)
         assert buried.job_id == job_id
         assert buried.error.startswith("runequeue.errors.LeaseExpired")
+        assert buried.reason is FailReason.LEASE_EXPIRED
+
+    with_driver(backend, check)
+
+
+def test_the_failed_hook_of_a_lease_expired_job_is_claimed_once(backend: QueueConfig) -> None:
+    """Every worker's sweep finds the job while failed_jobs is away; one of them calls its hook."""
+    job_id = Queue.dispatch(backend, Record(ledger="unused"), tries=1)
+    waiting = Queue.dispatch(backend, Record(ledger="unused"))
+
+    async def check(driver: Driver) -> None:
+        assert not await driver.claim_failed_hook("default", waiting)  # not buried: no claim
+        await driver.reserve("default", 1, lease_s=0.2, default_tries=3)
+        await asyncio.sleep(0.4)
+        await driver.recover("default", default_tries=3)
+        claims = [await driver.claim_failed_hook("default", job_id) for _ in range(3)]
+        assert claims == [True, False, False]
+        (buried,) = await driver.buried("default", 10)  # the claim leaves it in the outbox
+        await driver.purge("default", buried.job_id)
+        assert await driver.buried("default", 10) == []
 
     with_driver(backend, check)
 

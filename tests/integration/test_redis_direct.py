@@ -36,7 +36,8 @@ def stored_ids(config: QueueConfig) -> list[str]:
     client = redis.Redis.from_url(config.redis_url)
     try:
         keys = QueueKeys.of(config.redis_prefix, config.queue_name)
-        return [raw.decode() for raw in client.lrange(keys.ready, 0, -1)]
+        ids: list[bytes] = client.lrange(keys.ready, 0, -1)  # type: ignore[assignment]
+        return [raw.decode() for raw in ids]
     finally:
         client.close()
 

@@ -135,6 +135,11 @@ class Driver(Protocol):
     async def purge(self, queue: str, job_id: str) -> None:
         """Forget a buried job once the failed-job store holds it."""
 
+    async def claim_failed_hook(self, queue: str, job_id: str) -> bool:
+        """Claim the ``failed()`` hook of a job buried by the backend (`FailReason.LEASE_EXPIRED`):
+        ``True`` for exactly one caller across every worker, so the hook runs at most once even
+        while the failed-job store is away and every worker's sweep finds the job again."""
+
     async def size(self, queue: str) -> int: ...
 
     async def clear(self, queue: str) -> int: ...

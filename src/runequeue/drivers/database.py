@@ -259,6 +259,9 @@ class DatabaseQueue:
     def purge(self, queue: str, job_id: str) -> None:
         self._each([sql.purge(job_id)])
 
+    def claim_failed_hook(self, queue: str, job_id: str) -> bool:
+        return self._each([sql.claim_failed_hook(queue, job_id)])[0]
+
     def size(self, queue: str) -> int:
         with self._errors(), self.engine.connect() as conn:
             return int(conn.execute(sql.size(queue)).scalar() or 0)
@@ -436,6 +439,9 @@ class DatabaseDriver:
 
     async def purge(self, queue: str, job_id: str) -> None:
         await asyncio.to_thread(self.queue.purge, queue, job_id)
+
+    async def claim_failed_hook(self, queue: str, job_id: str) -> bool:
+        return await asyncio.to_thread(self.queue.claim_failed_hook, queue, job_id)
 
     async def size(self, queue: str) -> int:
         return await asyncio.to_thread(self.queue.size, queue)

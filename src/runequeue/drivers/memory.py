@@ -26,7 +26,7 @@ from typing import Literal
 from runequeue.config import QueueConfig
 from runequeue.drivers.base import Batch, Buried, Driver, LeaseKeeper, Outgoing, Producer, Reserved
 from runequeue.errors import DispatchError, DriverError, DriverUnavailable
-from runequeue.failure_reasons import lease_expired_text, too_large_text
+from runequeue.failure_reasons import HOOK_CLAIMED, lease_expired_text, too_large_text
 from runequeue.payload import DEFAULT_MAX_BYTES
 
 # As the other drivers: recovered leases and due delayed jobs handled per reserve call.
@@ -35,7 +35,7 @@ HEAD_KEPT_BYTES = 65536  # what is kept of a payload failed for being too large
 
 Operation = Literal[
     "push", "reserve", "recover", "wait", "ack", "release", "bury", "buried", "purge",
-    "size", "clear", "extend",
+    "claim_failed_hook", "size", "clear", "extend",
 ]  # fmt: skip
 
 
@@ -293,6 +293,14 @@ class MemoryStore:
             if q.dead.pop(job_id, None) is not None:
                 del q.jobs[job_id]
 
+    def claim_failed_hook(self, queue: str, job_id: str) -> bool:
+        with self._operation("claim_failed_hook"):
+            job = self._queues[queue].jobs.get(job_id)
+            if job is None or job_id not in self._queues[queue].dead or job.token is not None:
+                return False
+            job.token = HOOK_CLAIMED
+            return True
+
     def size(self, queue: str) -> int:
         with self._operation("size"):
             return self._queues[queue].size()
@@ -396,6 +404,9 @@ class MemoryDriver:
 
     async def purge(self, queue: str, job_id: str) -> None:
         self.store.purge(queue, job_id)
+
+    async def claim_failed_hook(self, queue: str, job_id: str) -> bool:
+        return self.store.claim_failed_hook(queue, job_id)
 
     async def size(self, queue: str) -> int:
         return self.store.size(queue)

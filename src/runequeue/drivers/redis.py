@@ -37,6 +37,7 @@ from runequeue.drivers.base import Batch, Buried, Driver, LeaseKeeper, Outgoing,
 from runequeue.drivers.redis_direct import Call, Fallback, ScriptLine
 from runequeue.drivers.redis_errors import mapped_errors, redacted
 from runequeue.errors import DispatchError, DriverError, DriverUnavailable
+from runequeue.failure_reasons import HOOK_CLAIMED
 from runequeue.payload import DEFAULT_MAX_BYTES
 
 # Expired leases and due delayed jobs handled per reserve call; the sweeper catches up the rest.
@@ -307,6 +308,7 @@ class RedisDriver:
         self._release = self.client.register_script(_lua("release"))
         self._bury = self.client.register_script(_lua("bury"))
         self._clear = self.client.register_script(_lua("clear"))
+        self._claim_hook = self.client.register_script(_lua("claim_hook"))
         # Set when Redis answered READONLY (a failover demoted it): the next reserve reconnects.
         self._demoted = False
 
@@ -510,6 +512,11 @@ class RedisDriver:
                 for key in (k.payload, k.attempts, k.tries, k.token, k.errors):
                     pipe.hdel(key, job_id)
                 await pipe.execute()
+
+    async def claim_failed_hook(self, queue: str, job_id: str) -> bool:
+        k = self.keys(queue)
+        with self._errors():
+            return bool(await self._claim_hook(keys=[k.dead, k.token], args=[job_id, HOOK_CLAIMED]))
 
     async def size(self, queue: str) -> int:
         k = self.keys(queue)

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from runequeue.drivers.base import Outgoing
-from runequeue.failure_reasons import lease_expired_text, too_large_text
+from runequeue.failure_reasons import HOOK_CLAIMED, lease_expired_text, too_large_text
 from runequeue.schema import DEAD, LEASED, READY, RECOVERED, jobs
 
 LEASE_EXPIRED = lease_expired_text()
@@ -334,6 +334,20 @@ def buried(dialect: str, queue: str, limit: int) -> sa.Select[Any]:
         .where(jobs.c.queue == queue, jobs.c.state == DEAD)
         .order_by(jobs.c.failed_at, jobs.c.id)
         .limit(limit)
+    )
+
+
+def claim_failed_hook(queue: str, job_id: str) -> sa.Executable:
+    """One caller's update changes a row: the one that runs the buried job's ``failed()`` hook."""
+    return (
+        sa.update(jobs)
+        .where(
+            jobs.c.uuid == job_id,
+            jobs.c.queue == queue,
+            jobs.c.state == DEAD,
+            jobs.c.lease_token.is_(None),
+        )
+        .values(lease_token=HOOK_CLAIMED)
     )
 
 

@@ -136,6 +136,7 @@ def test_r11_with_signing_bad_payloads_are_rejected_before_parsing(
 
     parsed: list[bytes] = []
     real_decode = payload.decode
+
     def decode(raw: bytes) -> object:
         parsed.append(raw)
         return real_decode(raw)

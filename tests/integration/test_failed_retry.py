@@ -18,8 +18,8 @@ from runequeue import Queue, QueueConfig
 from runequeue.db_engine import create_engine
 from runequeue.drivers import open_driver
 from runequeue.drivers.base import Outgoing
-from runequeue.failed_job import FailedJob
 from runequeue.errors import AmbiguousJobRef
+from runequeue.failed_job import FailedJob
 from runequeue.failed_jobs import FailedJobs
 from runequeue.failed_store import FailedJobStore
 from runequeue.schema import failed_jobs, jobs, migrate, run_migrations

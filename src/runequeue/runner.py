@@ -277,9 +277,18 @@ def _timed_out(job: Job, timeout_s: float | None) -> JobTimeout:
 
 async def call_failed_hook(job: Job, error: BaseException) -> None:
     """Call the job's ``failed`` hook; its own errors (``SystemExit`` too) are logged, never
-    raised. A cancellation (shutdown) still cancels."""
+    raised. A cancellation (shutdown) still cancels.
+
+    A plain ``def failed`` runs in a thread, as a plain ``def handle`` does: one that blocks (an
+    alert sent over HTTP) must not hold up every other job of the worker.
+    """
+    if type(job).failed is Job.failed:
+        return  # not overridden: nothing to call
     try:
-        result = job.failed(error)
+        if inspect.iscoroutinefunction(job.failed):
+            result = job.failed(error)
+        else:
+            result = await asyncio.to_thread(job.failed, error)
         if inspect.isawaitable(result):
             await result
     except asyncio.CancelledError:

@@ -368,3 +368,28 @@ def test_bulk_dispatch_of_many_thousands_in_one_call(backend: QueueConfig) -> No
     ids = Queue.dispatch_many(backend, [Record(ledger="x") for _ in range(20_000)])
     assert len(set(ids)) == 20_000
     assert Queue.size(backend) == 20_000
+
+
+def test_every_dispatch_form_stores_jobs_a_worker_runs(
+    backend: QueueConfig, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger"
+
+    async def dispatch_async() -> list[str]:
+        one = await Queue.dispatch_async(backend, Record(ledger=str(ledger)))
+        many = await Queue.dispatch_many_async(
+            backend, [Record(ledger=str(ledger)) for _ in range(3)], queue="other"
+        )
+        delayed = await Queue.dispatch_async(backend, Record(ledger=str(ledger)), delay=0.3)
+        await Queue.aclose_connections()
+        return [one, *many, delayed]
+
+    ids = [Queue.dispatch(backend, Record(ledger=str(ledger)))]
+    ids += Queue.dispatch_many(backend, [Record(ledger=str(ledger)) for _ in range(2)])
+    ids += asyncio.run(dispatch_async())
+    assert (Queue.size(backend), Queue.size(backend, "other")) == (5, 3)
+
+    work(backend, queues=("default", "other"), stop_when_empty=False, max_jobs=len(ids))
+
+    assert sorted(row[1] for row in read_ledger(ledger)) == sorted(ids)
+    assert Queue.size(backend) == Queue.size(backend, "other") == 0

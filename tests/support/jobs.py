@@ -385,3 +385,20 @@ class RecordInThreadOnce(Job, name="tests.RecordInThreadOnce"):
     def handle(self) -> None:
         time.sleep(0.2)
         note(self.ledger, "ran", self)
+
+
+@dataclasses.dataclass
+class FailsWithBlockingHook(Job, name="tests.FailsWithBlockingHook"):
+    """Fails at once; its plain-def failed() hook blocks for ``seconds`` (an alert over HTTP)."""
+
+    ledger: str
+    seconds: float
+    tries = 1
+
+    async def handle(self) -> None:
+        raise Boom("fails")
+
+    def failed(self, exc: BaseException) -> None:
+        note(self.ledger, "hook-start", self)
+        time.sleep(self.seconds)
+        note(self.ledger, "hook-end", self)

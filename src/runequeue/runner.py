@@ -288,13 +288,17 @@ async def call_failed_hook(job: Job, error: BaseException) -> None:
         if inspect.iscoroutinefunction(job.failed):
             result = job.failed(error)
         else:
-            result = await asyncio.to_thread(job.failed, error)
+            result = await asyncio.to_thread(_plain_hook, job, error)
         if inspect.isawaitable(result):
             await result
     except asyncio.CancelledError:
         raise
     except BaseException:
         log.exception("failed() hook of %s (%s) raised", type(job).job_name, job.job_id)
+
+
+def _plain_hook(job: Job, error: BaseException) -> object:
+    return job.failed(error)
 
 
 def log_attempt(attempt: Attempt, attempts: int) -> None:

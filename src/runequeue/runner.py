@@ -285,6 +285,7 @@ async def call_failed_hook(job: Job, error: BaseException) -> None:
     if type(job).failed is Job.failed:
         return  # not overridden: nothing to call
     try:
+        result: object
         if inspect.iscoroutinefunction(job.failed):
             result = job.failed(error)
         else:

@@ -29,6 +29,7 @@ from runequeue.failed_store import FailedJobStore
 from runequeue.failure_reasons import FailReason, message_of
 from runequeue.payload import Codec
 from runequeue.runner import call_failed_hook
+from runequeue.threads import DaemonThreadPool
 
 log = logging.getLogger("runequeue.worker")
 
@@ -40,12 +41,23 @@ class FailureOutbox:
     """Records a worker's failed jobs, from its backend's outbox into ``store``."""
 
     def __init__(
-        self, driver: Driver, store: FailedJobStore, *, connection: str, codec: Codec
+        self,
+        driver: Driver,
+        store: FailedJobStore,
+        *,
+        connection: str,
+        codec: Codec,
+        hook_timeout_s: float | None = None,
+        threads: DaemonThreadPool | None = None,
     ) -> None:
         self.driver = driver
         self.store = store
         self.connection = connection
         self.codec = codec
+        # For the hooks of jobs failed by the backend: the worker's default timeout (a job's own
+        # wins) and its threads.
+        self._hook_timeout_s = hook_timeout_s
+        self._threads = threads
 
     async def record(self, failure: FailedJob) -> bool:
         """Record a buried job and purge it from the backend; ``False`` if it has to wait."""
@@ -93,8 +105,13 @@ class FailureOutbox:
             name = payload.peek_name(buried.raw) or "?"
             log.info("%-5s %-32s %s lease expired, no tries left", "FAIL", name, buried.job_id)
             with contextlib.suppress(PayloadError):
-                job = payload.build_job(self.codec.decode(buried.raw), attempt=0)
-                await call_failed_hook(job, LeaseExpired(message_of(buried.error)))
+                envelope = self.codec.decode(buried.raw)
+                job = payload.build_job(envelope, attempt=0)
+                timeout_s = (
+                    envelope.timeout if envelope.timeout is not None else self._hook_timeout_s
+                )
+                await call_failed_hook(job, LeaseExpired(message_of(buried.error)),
+                                       timeout_s=timeout_s, threads=self._threads)  # fmt: skip
         return FailedJob(buried.job_id, self.connection, buried.queue, buried.raw, buried.error)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 import logging
 import time
@@ -148,7 +149,7 @@ async def run_attempt(
         _warn_not_stopped(job, duration_s, timeout_s, error)
     decision = decide(attempts, tries, backoff, error)
     if isinstance(decision, Fail) and error is not None:
-        await call_failed_hook(job, error)
+        await call_failed_hook(job, error, timeout_s=timeout_s, threads=threads)
         duration_s = time.perf_counter() - started
     return Attempt(decision, envelope.job, envelope.id, error, duration_s)
 
@@ -275,31 +276,56 @@ def _timed_out(job: Job, timeout_s: float | None) -> JobTimeout:
     return JobTimeout(f"{type(job).job_name} ({job.job_id}) timed out after {timeout_s:g}s")
 
 
-async def call_failed_hook(job: Job, error: BaseException) -> None:
+async def call_failed_hook(
+    job: Job,
+    error: BaseException,
+    *,
+    timeout_s: float | None = None,
+    threads: DaemonThreadPool | None = None,
+) -> None:
     """Call the job's ``failed`` hook; its own errors (``SystemExit`` too) are logged, never
     raised. A cancellation (shutdown) still cancels.
 
-    A plain ``def failed`` runs in a thread, as a plain ``def handle`` does: one that blocks (an
-    alert sent over HTTP) must not hold up every other job of the worker.
+    The hook gets ``timeout_s`` (the job's timeout), as its handler does: one still running after
+    that is abandoned, with an error line, so a hook that hangs (an alert sent to a host that never
+    answers) cannot hold up a worker's shutdown or its sweep. A plain ``def failed`` runs in one
+    of ``threads`` (the worker's daemon threads), or outside a worker in a small daemon pool of
+    its own, never on the event loop: one that blocks must not hold up every other job.
     """
     if type(job).failed is Job.failed:
         return  # not overridden: nothing to call
+    limit = asyncio.timeout(timeout_s)
     try:
-        result: object
-        if inspect.iscoroutinefunction(job.failed):
-            result = job.failed(error)
-        else:
-            result = await asyncio.to_thread(_plain_hook, job, error)
-        if inspect.isawaitable(result):
-            await result
+        async with limit:
+            if inspect.iscoroutinefunction(job.failed):
+                await job.failed(error)
+            else:
+                result = await _plain_hook(job, error, threads or _hook_threads())
+                if inspect.isawaitable(result):
+                    await result
     except asyncio.CancelledError:
         raise
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, TimeoutError) and limit.expired():
+            log.error("failed() hook of %s (%s) still running after %gs: abandoned",
+                      type(job).job_name, job.job_id, timeout_s)  # fmt: skip
+            return
         log.exception("failed() hook of %s (%s) raised", type(job).job_name, job.job_id)
 
 
-def _plain_hook(job: Job, error: BaseException) -> object:
-    return job.failed(error)
+async def _plain_hook(job: Job, error: BaseException, threads: DaemonThreadPool) -> object:
+    call = threads.submit(job.failed, error)
+    try:
+        return await asyncio.wrap_future(call)
+    except asyncio.CancelledError:
+        threads.abandon(call)  # timed out or shut down: its thread no longer counts as busy
+        raise
+
+
+@functools.cache
+def _hook_threads() -> DaemonThreadPool:
+    """Threads for plain ``failed`` hooks called outside a worker (the sync driver, a retry)."""
+    return DaemonThreadPool(4, name="runequeue-hook")
 
 
 def log_attempt(attempt: Attempt, attempts: int) -> None:

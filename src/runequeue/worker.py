@@ -11,27 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
-import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 
-from runequeue import startup
-from runequeue.backoff import Backoff
+from runequeue import signals, startup
+from runequeue.backoff import Backoff, BrokerErrors
 from runequeue.config import DEFAULT_LEASE_S, QueueConfig
 from runequeue.deadlines import Deadlines
 from runequeue.drivers import open_driver
 from runequeue.drivers.base import Batch, Driver, Reserved, ReservesOnWake
-from runequeue.errors import BackendFull, DriverError
-from runequeue.failed_job import FailedJob
+from runequeue.errors import DriverError
 from runequeue.failed_store import FailedJobStore
 from runequeue.heartbeat import Heartbeat
-from runequeue.logs import Recurring
+from runequeue.in_flight import InFlight, Running
 from runequeue.outbox import FailureOutbox
 from runequeue.payload import Codec
-from runequeue.retry import Ack, Defer, Release
-from runequeue.runner import DEFAULT_CODEC, Attempt, log_attempt, run_attempt, unexpected_failure
+from runequeue.runner import DEFAULT_CODEC, log_attempt, run_attempt, unexpected_failure
+from runequeue.settle import Settler
 from runequeue.threads import DaemonThreadPool
 from runequeue.worker_options import WorkerOptions
 
@@ -42,26 +39,8 @@ log = logging.getLogger("runequeue.worker")
 # The exit status of a worker that stopped because timed-out plain-def handlers hold as many
 # threads as it runs jobs: only a new process gets those threads back (its supervisor starts one).
 EXIT_THREADS_STUCK = 3
-# Tries of a release or a bury before the worker lets the lease expire instead.
-SETTLE_TRIES = 5
 # How long a shutdown waits for a wake-up it cut short, to put back what that wake-up reserved.
 ORPHAN_WAIT_S = 1.0
-
-LeaseKey = tuple[str, str]  # (job id, lease token)
-
-
-@dataclasses.dataclass(slots=True, eq=False)
-class Running:
-    """One reservation being worked on: the job as reserved, its task, and whether the heartbeat
-    found its lease taken by another worker (then its attempt is abandoned, not put back)."""
-
-    item: Reserved
-    task: asyncio.Task[None]
-    lost: bool = False
-
-
-def _key(item: Reserved) -> LeaseKey:
-    return item.job_id, item.token
 
 
 class Worker:
@@ -84,26 +63,16 @@ class Worker:
         self.connection = connection
         self.codec = codec
         self.lease_s = options.lease_s if options.lease_s is not None else DEFAULT_LEASE_S
-        self.processed = 0
         self.exit_code = 0
         self._started_at = time.monotonic()
         self._reserved_total = 0
-        self._running: dict[LeaseKey, Running] = {}
+        self._in_flight = InFlight(options.concurrency)
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
-        self._slot_free = asyncio.Event()
         self._closing = asyncio.Event()
-        self._outbox = FailureOutbox(driver, failed_store, connection=connection, codec=codec)
         self._orphans: list[asyncio.Future[Batch | None]] = []
-        self._acks: asyncio.Queue[Reserved | None] = asyncio.Queue()
-        # A job recovered from a dead worker runs alone (`Driver.reserve`): the one running now,
-        # and whether others wait for this worker to have nothing else running.
-        self._alone: LeaseKey | None = None
-        self._recovered_waiting = False
         self._reserve_backoff = Backoff()
-        self._ack_backoff = Backoff()
-        self._settle_backoff = Backoff()
-        self._backend_full = Recurring()  # "out of memory" comes back at every try: not every line
+        self._errors = BrokerErrors(self._stop)
         # Daemon threads: a handler that outlived its timeout must not keep the process alive.
         self._threads = DaemonThreadPool(options.concurrency, name="runequeue-job")
         self._heartbeat = Heartbeat(
@@ -112,11 +81,22 @@ class Worker:
             interval_s=self.lease_s / 3,
             on_lost=self._lease_lost_from_thread,
         )
+        self._outbox = FailureOutbox(
+            driver, failed_store, connection=connection, codec=codec,
+            hook_timeout_s=options.timeout_s, threads=self._threads,
+        )  # fmt: skip
+        self._settler = Settler(driver, self._heartbeat, self._outbox, self._errors,
+                                connection=connection)  # fmt: skip
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deadlines = Deadlines()
 
+    @property
+    def processed(self) -> int:
+        """Jobs that ended here: acknowledged, or failed for good."""
+        return self._settler.processed
+
     async def run(self) -> int:
-        """Work until a signal, a limit or (``stop_when_empty``) an empty queue; returns the exit
+        """Work until stopped, a limit or (``stop_when_empty``) an empty queue; returns the exit
         status: 0, or `EXIT_THREADS_STUCK`.
 
         Cancelling the task that runs this is a graceful stop, as SIGTERM is: running jobs finish
@@ -141,10 +121,11 @@ class Worker:
 
     async def _live(self) -> int:
         self._loop = asyncio.get_running_loop()
-        self._install_signal_handlers()
+        if self.options.handle_signals:
+            signals.take_over(self._loop, self.request_stop)
         self._heartbeat.start()
         background = [
-            asyncio.create_task(self._ack_loop()),
+            asyncio.create_task(self._settler.run_acks()),
             asyncio.create_task(self._sweep_loop()),
         ]
         log.info("worker started: queues %s, concurrency %d", ",".join(self.options.queues),
@@ -160,7 +141,8 @@ class Worker:
             await asyncio.to_thread(self._heartbeat.stop)
             await self._deadlines.close()
             self._abandon_threads()
-            self._remove_signal_handlers()
+            if self.options.handle_signals:
+                signals.give_back(self._loop)
         log.info("worker stopped after %d job(s)", self.processed)
         return self.exit_code
 
@@ -169,7 +151,7 @@ class Worker:
         if self._stop.is_set():
             self._force.set()
         self._stop.set()
-        self._slot_free.set()
+        self._in_flight.slot_free.set()
 
     async def _work(self) -> None:
         while not self._should_stop():
@@ -178,19 +160,19 @@ class Worker:
                 continue
             # A job running while we look may put itself back (a retry): only a queue found
             # empty with nothing running is really empty.
-            was_running = bool(self._running)
+            was_running = bool(self._in_flight)
             batch = await self._reserve(free)
             if batch is None:
                 continue  # broker error: already backed off
-            self._recovered_waiting = batch.recovered_waiting
+            self._in_flight.recovered_waiting = batch.recovered_waiting
             if batch.jobs:
                 self._start(batch.jobs)
             elif self.options.stop_when_empty:
-                if not self._running and not was_running:
+                if not self._in_flight and not was_running:
                     return
                 await self._wait_for_a_job()
             elif (woken := await self._idle(batch.next_due_s, free)) and woken.jobs:
-                self._recovered_waiting = woken.recovered_waiting
+                self._in_flight.recovered_waiting = woken.recovered_waiting
                 self._start(woken.jobs)
                 # Let the jobs that woke us start before the next reserve is built and sent:
                 # at low load that is their latency (about 0.1 ms here).
@@ -207,27 +189,20 @@ class Worker:
         )
 
     async def _free_slots(self) -> int:
-        while self._busy() and not self._stop.is_set():
-            self._slot_free.clear()
-            await self._slot_free.wait()
-        free = self.options.concurrency - len(self._running)
+        while self._in_flight.busy() and not self._stop.is_set():
+            self._in_flight.slot_free.clear()
+            await self._in_flight.slot_free.wait()
+        free = self.options.concurrency - len(self._in_flight)
         if self.options.max_jobs is not None:
             free = min(free, self.options.max_jobs - self._reserved_total)
         return 0 if self._stop.is_set() else max(free, 0)
-
-    def _busy(self) -> bool:
-        """No slot to reserve into: all taken, or a recovered job runs or waits to (it runs alone,
-        so the worker lets its other jobs finish first)."""
-        if len(self._running) >= self.options.concurrency:
-            return True
-        return bool(self._running) and (self._alone is not None or self._recovered_waiting)
 
     async def _reserve(self, count: int) -> Batch | None:
         """Up to ``count`` jobs, taken from the queues in priority order; or, when this worker
         runs nothing, one job recovered from a dead worker, to run alone."""
         jobs: list[Reserved] = []
         next_due: float | None = None
-        alone = not self._running
+        alone = not self._in_flight
         waiting = False
         try:
             for queue in self.options.queues:
@@ -242,50 +217,24 @@ class Worker:
                 if len(jobs) >= count or (jobs and jobs[0].recovered):
                     break
         except DriverError as exc:
-            await self._broker_error("reserve", exc, self._reserve_backoff, until_stop=True)
+            await self._errors.back_off("reserve", exc, self._reserve_backoff, until_stop=True)
             return None if not jobs else Batch(jobs, next_due)
         self._reserve_backoff.reset()
-        self._backend_full.clear()
+        self._errors.recovered()
         return Batch(jobs, next_due, waiting)
-
-    async def _broker_error(
-        self, what: str, exc: DriverError, backoff: Backoff, *, until_stop: bool = False
-    ) -> None:
-        """Log and back off; ``until_stop`` cuts the wait short when the worker is stopping."""
-        delay = backoff.next_delay()
-        if not isinstance(exc, BackendFull):
-            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
-        elif (left_out := self._backend_full.due()) is not None:
-            log.error("%s failed: %s%s; retrying", what, exc, Recurring.note(left_out))
-        if not until_stop:
-            await asyncio.sleep(delay)
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), delay)
 
     def _start(self, jobs: Sequence[Reserved]) -> None:
         if jobs[0].recovered:
-            self._alone = _key(jobs[0])
             log.info("ALONE %s: its last worker died running it; it runs with no other job",
                      jobs[0].job_id)  # fmt: skip
         for item in jobs:
             self._reserved_total += 1
             self._heartbeat.track(item)
-            key = _key(item)
-            task = asyncio.create_task(self._process(item), name=item.job_id)
-            self._running[key] = Running(item, task)
-            task.add_done_callback(functools.partial(self._finished, key))
-
-    def _finished(self, key: LeaseKey, _: asyncio.Task[None]) -> None:
-        del self._running[key]
-        if self._alone == key:
-            self._alone = None
-        self._slot_free.set()
+            self._in_flight.add(item, asyncio.create_task(self._process(item), name=item.job_id))
 
     async def _wait_for_a_job(self) -> None:
-        if self._running:
-            tasks = [running.task for running in self._running.values()]
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if self._in_flight:
+            await asyncio.wait(self._in_flight.tasks(), return_when=asyncio.FIRST_COMPLETED)
 
     async def _idle(self, next_due_s: float | None, free: int) -> Batch | None:
         """Block until a new job is pushed, a delayed one is due, ``sleep_s`` passes or the worker
@@ -301,7 +250,7 @@ class Worker:
         if len(opts.queues) == 1 and self._reserves_on_wake is not None:
             waiting: Awaitable[Batch | None] = self._reserves_on_wake.wait_and_reserve(
                 opts.queues[0], timeout, free, lease_s=self.lease_s, default_tries=opts.tries,
-                alone=not self._running,
+                alone=not self._in_flight,
             )  # fmt: skip
         else:
             waiting = self._wait(opts.queues, timeout)
@@ -322,8 +271,8 @@ class Worker:
         except asyncio.CancelledError:
             return None
         except DriverError as exc:
-            await self._broker_error("waiting for jobs", exc, self._reserve_backoff,
-                                     until_stop=True)  # fmt: skip
+            await self._errors.back_off("waiting for jobs", exc, self._reserve_backoff,
+                                        until_stop=True)  # fmt: skip
         return None
 
     async def _wait(self, queues: Sequence[str], timeout_s: float) -> Batch | None:
@@ -341,13 +290,8 @@ class Worker:
                 continue
             batch = orphan.result()
             for item in batch.jobs if batch is not None else []:
-                await self._put_back(item)
+                await self._settler.put_back(item)
                 log.info("BACK  %s: reserved as the worker stopped; put back", item.job_id)
-
-    async def _put_back(self, item: Reserved) -> None:
-        """Release ``item`` at once with its attempt given back (a shutdown costs no tries)."""
-        await self._with_retries("release", item, lambda: self.driver.release(
-            item, delay_s=0, refund=True))  # fmt: skip
 
     async def _process(self, item: Reserved) -> None:
         try:
@@ -364,7 +308,7 @@ class Worker:
         self._stop_if_threads_are_stuck()
         log_attempt(attempt, item.attempts)
         try:
-            await self._settle(item, attempt)
+            await self._settler.settle(item, attempt)
         except asyncio.CancelledError:
             raise
         except BaseException:
@@ -386,92 +330,20 @@ class Worker:
             "supervisor to start a fresh one. Give blocking calls in plain `def handle` jobs "
             "their own timeouts (HTTP, database, sockets)", stuck, EXIT_THREADS_STUCK,
         )  # fmt: skip
-        self.request_stop()
-
-    async def _settle(self, item: Reserved, attempt: Attempt) -> None:
-        decision = attempt.decision
-        if isinstance(decision, Ack):
-            self._acks.put_nowait(item)  # the heartbeat keeps the lease until the ack lands
-            return
-        if isinstance(decision, Release | Defer):
-            # A deferred job (its class is unknown here) gets its attempt back: no try is spent.
-            refund = isinstance(decision, Defer)
-            await self._with_retries("release", item, lambda: self.driver.release(
-                item, delay_s=decision.delay_s, refund=refund))  # fmt: skip
-        else:
-            self.processed += 1
-            await self._fail(item, attempt.error_text())
-        self._heartbeat.untrack(item)
+        if not self._stop.is_set():  # a stop already under way stays graceful, not forced
+            self.request_stop()
 
     async def _interrupted(self, item: Reserved) -> None:
         self._heartbeat.untrack(item)
-        running = self._running.get(_key(item))
+        running = self._in_flight.get(item)
         if running is not None and running.lost:
             log.warning(
                 "LOST  %s: lease lost (another worker has it); attempt abandoned", item.job_id
             )
             return
         # Shutdown: put it back at the front, and give the attempt back (a deploy costs no tries).
-        await self._put_back(item)
+        await self._settler.put_back(item)
         log.info("BACK  %s: put back on %s for the next worker", item.job_id, item.queue)
-
-    async def _with_retries(
-        self, what: str, item: Reserved, call: Callable[[], Awaitable[bool]]
-    ) -> None:
-        # A few tries only: if the backend stays away, the lease expires and the job comes back.
-        for _ in range(SETTLE_TRIES):
-            try:
-                if not await call():
-                    log.warning("%s of %s refused: lease lost", what, item.job_id)
-                self._settle_backoff.reset()
-                return
-            except DriverError as exc:
-                await self._broker_error(what, exc, self._settle_backoff)
-        log.error("%s of %s gave up after %d tries; the job runs again when its lease expires",
-                  what, item.job_id, SETTLE_TRIES)  # fmt: skip
-
-    async def _fail(self, item: Reserved, error: str) -> None:
-        """Record, then delete (invariant 5): bury in the outbox, record, purge."""
-        buried = False
-
-        async def bury() -> bool:
-            nonlocal buried
-            buried = await self.driver.bury(item, error)
-            return buried
-
-        await self._with_retries("fail", item, bury)
-        if buried:
-            failure = FailedJob(item.job_id, self.connection, item.queue, item.raw, error)
-            await self._outbox.record(failure)
-
-    async def _ack_loop(self) -> None:
-        """Acknowledge finished jobs in batches: one round trip for all that finished meanwhile."""
-        while True:
-            batch = [await self._acks.get()]
-            while not self._acks.empty():
-                batch.append(self._acks.get_nowait())
-            jobs = [item for item in batch if item is not None]
-            if jobs:
-                await self._ack(jobs)
-            for _ in batch:
-                self._acks.task_done()
-            if len(jobs) < len(batch):
-                return  # the closing marker: everything queued before it is acked
-
-    async def _ack(self, batch: list[Reserved]) -> None:
-        while True:
-            try:
-                results = await self.driver.ack(batch)
-                break
-            except DriverError as exc:
-                await self._broker_error("ack", exc, self._ack_backoff)
-        self._ack_backoff.reset()
-        self.processed += len(batch)
-        for item, ok in zip(batch, results, strict=True):
-            self._heartbeat.untrack(item)
-            if not ok:
-                log.warning("LOST  %s: finished, but its lease had expired; it may run again",
-                            item.job_id)  # fmt: skip
 
     async def _sweep_loop(self) -> None:
         while not self._closing.is_set():
@@ -484,7 +356,7 @@ class Worker:
         # Loops are asked to end rather than cancelled mid-call: redis-py can swallow a
         # cancellation that lands inside a command, which would leave the loop running.
         self._closing.set()
-        self._acks.put_nowait(None)
+        self._settler.close_acks()
         _, pending = await asyncio.wait(tasks, timeout=self.options.sweep_interval_s + 10)
         for task in pending:
             task.cancel()
@@ -504,17 +376,17 @@ class Worker:
             self._loop.call_soon_threadsafe(self._lease_lost, item)
 
     def _lease_lost(self, item: Reserved) -> None:
-        running = self._running.get(_key(item))
+        running = self._in_flight.get(item)
         if running is not None:
             running.lost = True
             running.task.cancel()
 
     async def _drain(self) -> None:
         """Let running jobs finish for ``shutdown_timeout_s``, then put the rest back."""
-        if self._running:
+        if self._in_flight:
             log.info("waiting up to %gs for %d running job(s)", self.options.shutdown_timeout_s,
-                     len(self._running))  # fmt: skip
-            tasks = [running.task for running in self._running.values()]
+                     len(self._in_flight))  # fmt: skip
+            tasks = self._in_flight.tasks()
             everything = asyncio.ensure_future(asyncio.wait(tasks))
             forced = asyncio.ensure_future(self._force.wait())
             await asyncio.wait(
@@ -527,7 +399,7 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._acks.join(), self.options.shutdown_timeout_s)
+            await asyncio.wait_for(self._settler.acks_landed(), self.options.shutdown_timeout_s)
 
     def _abandon_threads(self) -> None:
         """Stop the job threads without waiting: one still running holds a handler that timed out
@@ -537,18 +409,6 @@ class Worker:
         if running:
             log.warning("%d job thread(s) still running were abandoned (their attempts have "
                         "already timed out or been put back)", running)  # fmt: skip
-
-    def _install_signal_handlers(self) -> None:
-        assert self._loop is not None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                self._loop.add_signal_handler(sig, self.request_stop)
-
-    def _remove_signal_handlers(self) -> None:
-        assert self._loop is not None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                self._loop.remove_signal_handler(sig)
 
 
 async def run_worker(config: QueueConfig, options: WorkerOptions) -> int:

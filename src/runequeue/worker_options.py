@@ -28,6 +28,10 @@ class WorkerOptions:
             reserve does it, and failed jobs waiting in the outbox are recorded.
         strict: refuse to start when the backend cannot be reached or could lose jobs (no
             persistence, eviction).
+        handle_signals: SIGTERM and SIGINT stop the worker gracefully (a second one puts its
+            running jobs back at once). ``rune queue:work`` sets it; leave it off for a worker
+            embedded in an application's event loop (a FastAPI lifespan, a test), whose signals
+            are the application's: stop that worker by cancelling its task.
     """
 
     queues: tuple[str, ...] = ("default",)
@@ -43,6 +47,7 @@ class WorkerOptions:
     lease_s: float | None = None
     sweep_interval_s: float = 5.0
     strict: bool = False
+    handle_signals: bool = False
 
     @functools.cached_property
     def defaults(self) -> JobDefaults:

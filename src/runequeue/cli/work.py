@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from runequeue import eventloop
+from runequeue import eventloop, signals
 from runequeue.cli.app import cli, is_verbose
 from runequeue.cli.common import config_for, console, import_job_modules, import_option, queue_names
 from runequeue.drivers import backend_of, require_a_queue
@@ -115,6 +115,7 @@ def queue_work(
     Example:
       rune queue:work database --import myapp.jobs --queue high,default
     """
+    signals.catch_early()
     config = config_for(connection, retry_after_s=retry_after)
     require_a_queue(config)
     if not backend_of(config).shared:
@@ -136,6 +137,7 @@ def queue_work(
         stop_when_empty=stop_when_empty,
         shutdown_timeout_s=shutdown_timeout,
         strict=strict,
+        handle_signals=True,
     )
     try:
         new_loop = eventloop.loop_factory(loop)

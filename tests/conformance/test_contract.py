@@ -201,6 +201,21 @@ def test_a_recovered_job_goes_only_to_a_worker_running_nothing_and_by_itself(
     with_driver(backend, check)
 
 
+def test_a_recovered_job_goes_out_by_itself_while_fresh_jobs_wait(backend: QueueConfig) -> None:
+    """An idle worker with free slots is handed the recovered job alone, not with ready jobs."""
+    (victim,) = Queue.dispatch_many(backend, [Record(ledger="unused")])
+
+    async def check(driver: Driver) -> None:
+        await driver.reserve("default", 1, lease_s=0.2, default_tries=3)
+        Queue.dispatch_many(backend, [Record(ledger="unused") for _ in range(3)])
+        await asyncio.sleep(0.4)  # its worker "died": the lease expires
+        await driver.recover("default", default_tries=3)
+        batch = await driver.reserve("default", 10, lease_s=30, default_tries=3, alone=True)
+        assert [(item.job_id, item.recovered) for item in batch.jobs] == [(victim, True)]
+
+    with_driver(backend, check)
+
+
 def test_expired_lease_with_no_tries_left_is_failed(backend: QueueConfig) -> None:
     job_id = Queue.dispatch(backend, Record(ledger="unused"), tries=1)
 

@@ -178,3 +178,19 @@ def test_a_delayed_job_runs_when_due_on_a_worker_of_several_queues(
 
     (ran,) = events_of(ledger, "done")
     assert -0.1 < ran.at - due_at < PROMPTLY_S
+
+
+def test_a_delayed_job_dispatched_to_an_idle_worker_runs_when_due(
+    backend: QueueConfig, tmp_path: Path
+) -> None:
+    # The worker went idle with nothing delayed, so its wait is the full IDLE_SLEEP_S; a delayed
+    # push must tell it when to look again. (No sweep either: only that wake-up explains it.)
+    ledger = tmp_path / "ledger"
+    with idle_worker(backend, sweep_interval_s=60.0):
+        time.sleep(0.3)  # into its idle wait
+        dispatched = time.time()
+        Queue.dispatch(backend, Record(ledger=str(ledger)), delay=0.5)
+        wait_until(lambda: done(ledger), IDLE_SLEEP_S * 2, "the delayed job")
+
+    (ran,) = events_of(ledger, "done")
+    assert ran.at - dispatched < 0.5 + PROMPTLY_S

@@ -142,8 +142,10 @@ class MemoryStore:
                     q.delayed[item.job_id] = now + item.delay_s
                 else:
                     q.ready.append(item.job_id)
-                    q.wakeups = min(q.wakeups + 1, 64)
-                    woken.add(item.queue)
+                # A delayed job wakes idle workers too: their wait was set from the delayed jobs
+                # they saw, and this one may be due sooner.
+                q.wakeups = min(q.wakeups + 1, 64)
+                woken.add(item.queue)
                 stored += 1
         for queue in woken:
             self._wake(queue)
@@ -162,6 +164,7 @@ class MemoryStore:
             if count > 0 and alone and q.recovered:
                 job_id = q.recovered.popleft()
                 jobs.append(self._lease(q, queue, job_id, token, now + lease_s, recovered=True))
+                count = 1  # it goes out by itself: it may be what killed its last worker
             while len(jobs) < count and q.ready:
                 job_id = q.ready.popleft()
                 job = q.jobs[job_id]

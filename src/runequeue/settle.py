@@ -85,15 +85,18 @@ class Settler:
 
     async def _fail(self, item: Reserved, error: str) -> None:
         """Record, then delete (invariant 5): bury in the outbox, record, purge."""
-        buried = await self._until_it_lands("fail", lambda: self.driver.bury(item, error))
+        buried = await self._until_it_lands(
+            "fail", lambda: self.driver.bury(item, error), self._settle_backoff
+        )
         if not buried:
             log.warning("fail of %s refused: lease lost", item.job_id)
             return
         await self._outbox.record(FailedJob(item.job_id, self._connection, item.queue, item.raw,
                                             error))  # fmt: skip
 
-    async def _until_it_lands(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        backoff = self._ack_backoff if what == "ack" else self._settle_backoff
+    async def _until_it_lands(
+        self, what: str, call: Callable[[], Awaitable[T]], backoff: Backoff
+    ) -> T:
         while True:
             try:
                 result = await call()
@@ -126,7 +129,9 @@ class Settler:
         await self._acks.join()
 
     async def _ack(self, batch: list[Reserved]) -> None:
-        results = await self._until_it_lands("ack", lambda: self.driver.ack(batch))
+        results = await self._until_it_lands(
+            "ack", lambda: self.driver.ack(batch), self._ack_backoff
+        )
         self.processed += len(batch)
         for item, ok in zip(batch, results, strict=True):
             self._heartbeat.untrack(item)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 from runequeue import QueueConfig
 from tests.chaos import report
 from tests.support.servers import OwnRedis
-from tests.workers import spawn_worker
+from tests.workers import spawn_worker, wait_until
 
 _results: list[report.Result] = []
 
@@ -49,6 +50,7 @@ class Fleet:
         self.args = args
         self.logs = logs
         self.workers: list[subprocess.Popen[bytes]] = []
+        self._log_of: dict[int, Path] = {}  # pid -> that worker's log
         self.kills: list[tuple[int, float]] = []  # (pid, wall time)
         self.restarts = 0
         for _ in range(size):
@@ -58,6 +60,7 @@ class Fleet:
         log = self.logs / f"worker-{len(self.workers) + self.restarts}.log"
         worker = spawn_worker(self.config, *self.args, log=log)
         self.workers.append(worker)
+        self._log_of[worker.pid] = log
         return worker
 
     def kill_one(self, rng: random.Random) -> int:
@@ -76,6 +79,13 @@ class Fleet:
         return len(dead)
 
     def stop(self) -> list[int | None]:
+        """SIGTERM every worker once it is up, and their exit statuses.
+
+        A worker restarted just before may still be starting its interpreter, before any Python
+        code can catch a signal: SIGTERM would kill it (-15), which is not what is tested here.
+        """
+        for worker in self.workers:
+            wait_until(functools.partial(self._up_or_gone, worker), 30, f"worker {worker.pid}")
         for worker in self.workers:
             if worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
@@ -87,6 +97,11 @@ class Fleet:
                 worker.kill()
                 codes.append(None)
         return codes
+
+    def _up_or_gone(self, worker: subprocess.Popen[bytes]) -> bool:
+        if worker.poll() is not None:
+            return True
+        return "worker started" in self._log_of[worker.pid].read_text(errors="replace")
 
     def log_text(self) -> str:
         return "".join(path.read_text() for path in sorted(self.logs.glob("worker-*.log")))

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -100,6 +101,10 @@ class DatabaseQueue:
         self.dialect = self.engine.dialect.name
         self._recovered_at: dict[str, float] = {}
         self._recovered_waiting: dict[str, bool] = {}
+        # Held while a recovery or a reserve of recovered jobs decides `_recovered_waiting`, so
+        # that one running in another thread (the sweep's, a reserve's) cannot overwrite it with
+        # what it saw before the other committed.
+        self._recovery = threading.Lock()
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -144,14 +149,16 @@ class DatabaseQueue:
 
     def _reserve_recovered(self, queue: str, lease_s: float) -> Batch:
         """One job recovered from a dead worker, to run alone; none if none can be taken."""
-        while True:
-            batch, failed_some = self._reserve_once(queue, 1, lease_s, state=RECOVERED)
-            if batch.jobs:
-                (job,) = batch.jobs
-                return Batch([dataclasses.replace(job, recovered=True)], recovered_waiting=True)
-            if not failed_some:
-                self._recovered_waiting[queue] = False  # until the next recovery finds some
-                return batch
+        with self._recovery:
+            while True:
+                batch, failed_some = self._reserve_once(queue, 1, lease_s, state=RECOVERED)
+                if batch.jobs:
+                    (job,) = batch.jobs
+                    job = dataclasses.replace(job, recovered=True)
+                    return Batch([job], recovered_waiting=True)
+                if not failed_some:
+                    self._recovered_waiting[queue] = False  # until a recovery finds some
+                    return batch
 
     def _reserve_once(
         self, queue: str, count: int, lease_s: float, *, state: int = READY
@@ -209,14 +216,16 @@ class DatabaseQueue:
     def recover(self, queue: str, *, default_tries: int) -> bool:
         """Fail or put back expired leases of ``queue``; ``True`` if a job was put back."""
         self._recovered_at[queue] = time.monotonic()
-        with self._errors(), self.engine.begin() as conn:
+        with self._recovery, self._errors(), self.engine.begin() as conn:
             dead_lettered, put_back = sql.expire_leases(self.dialect, queue, default_tries)
             conn.execute(dead_lettered)
             recovered = conn.execute(put_back).rowcount > 0
             if recovered:
                 _notify(conn)
+            # Set before the commit, which delivers the NOTIFY: a worker it wakes must already
+            # know that recovered jobs wait, or it looks at ready jobs only and sleeps --sleep.
             waiting = conn.execute(sql.recovered_waiting(queue)).first() is not None
-        self._recovered_waiting[queue] = waiting
+            self._recovered_waiting[queue] = waiting
         return recovered
 
     def _each(self, statements: Sequence[sa.Executable], *, runnable: bool = False) -> list[bool]:

@@ -11,7 +11,7 @@ import datetime as dt
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, Unpack
 
 from runequeue import payload
 from runequeue.config import QueueConfig
@@ -28,6 +28,25 @@ if TYPE_CHECKING:
 Delay = float | dt.timedelta | dt.datetime
 
 
+class DispatchOptions(TypedDict, total=False):
+    """What one dispatch may override; every ``Queue.dispatch*`` takes them as keywords.
+
+    Attributes:
+        queue: the queue name (default: the job's ``queue``, then ``config.queue_name``).
+        delay: seconds, a ``timedelta``, or an aware ``datetime`` to run at.
+        tries, timeout, backoff: the job class's options, for this dispatch.
+    """
+
+    queue: str | None
+    delay: Delay | None
+    tries: int | None
+    timeout: float | None
+    backoff: Backoff | None
+
+
+_OPTION_NAMES = DispatchOptions.__optional_keys__
+
+
 class Queue:
     """The facade user code calls: ``Queue.dispatch(config, job)``."""
 
@@ -35,28 +54,22 @@ class Queue:
     def dispatch(
         config: QueueConfig,
         job: Job,
-        *,
-        queue: str | None = None,
-        delay: Delay | None = None,
-        tries: int | None = None,
-        timeout: float | None = None,
-        backoff: Backoff | None = None,
+        **options: Unpack[DispatchOptions],
     ) -> str:
         """Send ``job`` to its queue and return its id.
 
         Args:
             config: where jobs go.
             job: the job; its class options apply unless overridden here.
-            queue: the queue name (default: the job's ``queue``, then ``config.queue_name``).
-            delay: seconds, a ``timedelta``, or an aware ``datetime`` to run at.
-            tries, timeout, backoff: override the job class's options for this dispatch.
+            options: `DispatchOptions` (``queue``, ``delay``, ``tries``, ``timeout``,
+                ``backoff``); a name that is not one of them raises ``TypeError``.
 
         Raises:
             DispatchError: the backend could not be reached in ``config.dispatch_timeout_s``.
             PayloadTooLarge, InvalidPayload: the job cannot be stored.
             Exception: with the ``sync`` driver, whatever the job raised.
         """
-        item = _outgoing(config, job, queue, delay, tries, timeout, backoff)
+        item = _encoder(config, options)(job)
         _producer(_connection(config, job)).push([item])
         return item.job_id
 
@@ -64,15 +77,10 @@ class Queue:
     async def dispatch_async(
         config: QueueConfig,
         job: Job,
-        *,
-        queue: str | None = None,
-        delay: Delay | None = None,
-        tries: int | None = None,
-        timeout: float | None = None,
-        backoff: Backoff | None = None,
+        **options: Unpack[DispatchOptions],
     ) -> str:
         """`dispatch` for async code: the same arguments, awaited."""
-        item = _outgoing(config, job, queue, delay, tries, timeout, backoff)
+        item = _encoder(config, options)(job)
         await _push_async(_connection(config, job), [item])
         return item.job_id
 
@@ -80,12 +88,7 @@ class Queue:
     def dispatch_many(
         config: QueueConfig,
         jobs: Iterable[Job],
-        *,
-        queue: str | None = None,
-        delay: Delay | None = None,
-        tries: int | None = None,
-        timeout: float | None = None,
-        backoff: Backoff | None = None,
+        **options: Unpack[DispatchOptions],
     ) -> list[str]:
         """Dispatch many jobs in one round trip per connection; returns their ids in order.
 
@@ -93,7 +96,7 @@ class Queue:
         a `DispatchError` means none of that connection's jobs was stored; its ``stored`` lists
         the jobs stored on other connections before it (for jobs whose class names its own).
         """
-        groups = _group(config, jobs, queue, delay, tries, timeout, backoff)
+        groups = _group(config, jobs, options)
         stored: list[str] = []
         for connection, items in groups.items():
             try:
@@ -107,15 +110,10 @@ class Queue:
     async def dispatch_many_async(
         config: QueueConfig,
         jobs: Iterable[Job],
-        *,
-        queue: str | None = None,
-        delay: Delay | None = None,
-        tries: int | None = None,
-        timeout: float | None = None,
-        backoff: Backoff | None = None,
+        **options: Unpack[DispatchOptions],
     ) -> list[str]:
         """`dispatch_many` for async code, all or nothing per connection as it is."""
-        groups = _group(config, jobs, queue, delay, tries, timeout, backoff)
+        groups = _group(config, jobs, options)
         stored: list[str] = []
         for connection, items in groups.items():
             try:
@@ -161,28 +159,14 @@ def _connection(config: QueueConfig, job: Job) -> QueueConfig:
     return config.with_driver(job.connection) if job.connection else config
 
 
-def _outgoing(
-    config: QueueConfig,
-    job: Job,
-    queue: str | None,
-    delay: Delay | None,
-    tries: int | None,
-    timeout: float | None,
-    backoff: Backoff | None,
-) -> Outgoing:
-    return _encoder(config, queue, delay, tries, timeout, backoff)(job)
-
-
-def _encoder(
-    config: QueueConfig,
-    queue: str | None,
-    delay: Delay | None,
-    tries: int | None,
-    timeout: float | None,
-    backoff: Backoff | None,
-) -> Callable[[Job], Outgoing]:
+def _encoder(config: QueueConfig, options: DispatchOptions) -> Callable[[Job], Outgoing]:
     """Encode jobs with one set of dispatch options, worked out once (bulk dispatch is per job)."""
-    codec, delay_s, default_queue = config.codec, _delay_seconds(delay), config.queue_name
+    if not options.keys() <= _OPTION_NAMES:
+        raise _unknown_options(options)
+    queue, tries = options.get("queue"), options.get("tries")
+    timeout, backoff = options.get("timeout"), options.get("backoff")
+    delay_s = _delay_seconds(options.get("delay"))
+    codec, default_queue = config.codec, config.queue_name
 
     def encode(job: Job) -> Outgoing:
         name = queue or job.queue or default_queue
@@ -194,17 +178,18 @@ def _encoder(
     return encode
 
 
+def _unknown_options(options: DispatchOptions) -> TypeError:
+    unknown = ", ".join(sorted(options.keys() - _OPTION_NAMES))
+    return TypeError(
+        f"unknown dispatch option {unknown}: the options are {', '.join(sorted(_OPTION_NAMES))}"
+    )
+
+
 def _group(
-    config: QueueConfig,
-    jobs: Iterable[Job],
-    queue: str | None,
-    delay: Delay | None,
-    tries: int | None,
-    timeout: float | None,
-    backoff: Backoff | None,
+    config: QueueConfig, jobs: Iterable[Job], options: DispatchOptions
 ) -> dict[QueueConfig, list[Outgoing]]:
     """Encoded jobs by the connection they go to (a job class may name its own)."""
-    encode = _encoder(config, queue, delay, tries, timeout, backoff)
+    encode = _encoder(config, options)
     by_name: dict[str | None, list[Outgoing]] = {}
     for job in jobs:
         by_name.setdefault(job.connection, []).append(encode(job))

@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
+from runequeue.bus import Bus
 from runequeue.config import QueueConfig
 from runequeue.errors import (
     AmbiguousJobRef,
@@ -50,6 +51,7 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
 __all__ = [
     "AmbiguousJobRef",
     "BadSignature",
+    "Bus",
     "ConfigError",
     "DatabaseAccessDenied",
     "DatabaseUnavailable",

@@ -22,7 +22,7 @@ from runequeue.drivers.base import Outgoing
 from runequeue.errors import AmbiguousJobRef, PayloadError, RuneQueueError
 from runequeue.failed_job import FailedJob
 from runequeue.failed_store import Claimed, FailedJobStore
-from runequeue.queue import push_stored
+from runequeue.queue import push_encoded
 from runequeue.runner import Attempt, run_once
 
 RetryStatus = Literal["retried", "missing", "error"]
@@ -145,7 +145,7 @@ class FailedJobs:
                     "failure); try again in a moment"
                 )
             return None
-        if not push_stored(self.config.with_driver(failed.connection), [item]):
+        if not push_encoded(self.config.with_driver(failed.connection), [item]):
             # Its id is still there (its failure recorded, not yet purged): pushing skipped it.
             return (
                 f"job {failed.job_id} is still in {failed.connection} (a worker is recording its "

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from runequeue import payload
+from runequeue import chains, payload
 from runequeue.drivers.base import Buried, Driver
 from runequeue.errors import (
     DatabaseAccessDenied,
@@ -27,7 +27,8 @@ from runequeue.errors import (
 from runequeue.failed_job import FailedJob
 from runequeue.failed_store import FailedJobStore
 from runequeue.failure_reasons import FailReason, message_of
-from runequeue.payload import Codec
+from runequeue.payload import Codec, Envelope
+from runequeue.retry import Fail
 from runequeue.runner import call_failed_hook
 from runequeue.threads import DaemonThreadPool
 
@@ -106,6 +107,7 @@ class FailureOutbox:
             log.info("%-5s %-32s %s lease expired, no tries left", "FAIL", name, buried.job_id)
             with contextlib.suppress(PayloadError):
                 envelope = self.codec.decode(buried.raw)
+                await self._dispatch_catch(envelope)
                 job = payload.build_job(envelope, attempt=0)
                 timeout_s = (
                     envelope.timeout if envelope.timeout is not None else self._hook_timeout_s
@@ -113,6 +115,17 @@ class FailureOutbox:
                 await call_failed_hook(job, LeaseExpired(message_of(buried.error)),
                                        timeout_s=timeout_s, threads=self._threads)  # fmt: skip
         return FailedJob(buried.job_id, self.connection, buried.queue, buried.raw, buried.error)
+
+    async def _dispatch_catch(self, envelope: Envelope) -> None:
+        """Store the catch job of a chain whose step the backend failed (its last worker died):
+        claimed once, as the hook is. Its id is fixed, so storing it twice stores it once."""
+        catch = chains.followers(envelope, Fail(LeaseExpired.__name__), self.codec)
+        if catch:
+            try:
+                await self.driver.push(catch)
+            except DriverError as exc:
+                log.error("could not dispatch %s, the catch job of chain step %s: %s",
+                          catch[0].job_id, envelope.id, exc)  # fmt: skip
 
 
 def _kept(failure: FailedJob, exc: Exception) -> None:

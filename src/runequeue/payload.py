@@ -24,7 +24,31 @@ from runequeue import roundtrip
 from runequeue.errors import BadSignature, InvalidPayload, PayloadTooLarge
 from runequeue.job import Backoff, Job, job_class
 
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION = 1  # a plain job's: its bytes are what they were before chains existed
+CHAINED_VERSION = 2  # an envelope that carries the rest of its chain
+NEWEST_VERSION = CHAINED_VERSION  # the newest this code reads
+
+
+class Step(msgspec.Struct, frozen=True, kw_only=True):
+    """A job of a chain, not dispatched yet: its envelope but for its creation time. Its id is
+    fixed when the chain is dispatched, so storing it twice stores it once."""
+
+    id: str
+    job: str
+    data: msgspec.Raw
+    queue: str
+    max_tries: int | None = None
+    backoff: float | list[float] | None = None
+    timeout: float | None = None
+
+
+class ChainRest(msgspec.Struct, frozen=True, kw_only=True):
+    """What follows a chained job: the steps still to run, in order, and the job to dispatch
+    once if a step fails for good."""
+
+    id: str
+    next: list[Step] = msgspec.field(default_factory=list)
+    catch: Step | None = None
 
 
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,6 +64,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     backoff: float | list[float] | None = None
     timeout: float | None = None
     created_at: float
+    # Left out of a plain job's bytes altogether (UNSET is not encoded).
+    chain: ChainRest | msgspec.UnsetType = msgspec.UNSET
 
 
 _encoder = msgspec.json.Encoder()
@@ -104,11 +130,17 @@ def encode(envelope: Envelope, *, max_bytes: int) -> bytes:
 def decode(raw: bytes) -> Envelope:
     """Parse stored bytes into an envelope, or raise ``InvalidPayload`` saying why."""
     try:
-        return _envelope_decoder.decode(raw)
+        envelope = _envelope_decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidPayload(f"malformed job payload: {exc}") from exc
     except RecursionError:  # a hostile payload nested thousands deep
         raise InvalidPayload("malformed job payload: nested too deeply") from None
+    if envelope.v > NEWEST_VERSION:
+        raise InvalidPayload(
+            f"job payload version {envelope.v} is newer than this worker reads "
+            f"({NEWEST_VERSION}): deploy the new runequeue to the workers first"
+        )
+    return envelope
 
 
 def build_job(envelope: Envelope, *, attempt: int) -> Job:

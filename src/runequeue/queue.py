@@ -257,10 +257,15 @@ def _partly_stored(error: DispatchError, stored: Sequence[str]) -> DispatchError
     )
 
 
-def push_stored(config: QueueConfig, items: Sequence[Outgoing]) -> int:
-    """Push already-encoded jobs (a retried failed job) to ``config``'s backend; how many were
-    stored (a job id the backend still holds is skipped)."""
+def push_encoded(config: QueueConfig, items: Sequence[Outgoing]) -> int:
+    """Push already-encoded jobs (a retried failed job, a chain's first step) to ``config``'s
+    backend; how many were stored (a job id the backend still holds is skipped)."""
     return _producer(config).push(items)
+
+
+async def push_encoded_async(config: QueueConfig, items: Sequence[Outgoing]) -> None:
+    """`push_encoded` for async code."""
+    await _push_async(config, items)
 
 
 def _producer(config: QueueConfig) -> Producer:

@@ -15,9 +15,10 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Literal
 
+from runequeue import chains, payload
 from runequeue import job as job_registry
-from runequeue import payload
 from runequeue.deadlines import TICK_S, Deadlines
+from runequeue.drivers.base import Outgoing
 from runequeue.errors import JobTimeout, PayloadError, RuneQueueError, UnknownJob
 from runequeue.failed_job import FailedJob
 from runequeue.job import Backoff, Job, is_async_handler
@@ -67,6 +68,9 @@ class Attempt:
     job_id: str
     error: BaseException | None
     duration_s: float
+    # Jobs to store in the same atomic step as this outcome: a chain's next step after a success,
+    # its catch job after a failure for good (see `chains`).
+    then: tuple[Outgoing, ...] = ()
 
     @property
     def status(self) -> Status:
@@ -136,7 +140,9 @@ async def run_attempt(
         job = payload.build_job(envelope, attempt=attempts)
     except PayloadError as exc:
         decision = _unbuildable(envelope, exc, defer_unknown_jobs)
-        return Attempt(decision, envelope.job, envelope.id, exc, time.perf_counter() - started)
+        then = chains.followers(envelope, decision, codec)
+        duration_s = time.perf_counter() - started
+        return Attempt(decision, envelope.job, envelope.id, exc, duration_s, then)
 
     tries = envelope.max_tries if envelope.max_tries is not None else defaults.tries
     if only_try:
@@ -151,7 +157,9 @@ async def run_attempt(
     if isinstance(decision, Fail) and error is not None:
         await call_failed_hook(job, error, timeout_s=timeout_s, threads=threads)
         duration_s = time.perf_counter() - started
-    return Attempt(decision, envelope.job, envelope.id, error, duration_s)
+    # (UNSET, a plain job's, is false: a job outside a chain makes no call for it)
+    then = chains.followers(envelope, decision, codec) if envelope.chain else ()
+    return Attempt(decision, envelope.job, envelope.id, error, duration_s, then)
 
 
 def unexpected_failure(raw: bytes, error: BaseException) -> Attempt:
@@ -382,6 +390,9 @@ async def run_now(
     """
     attempt = await run_once(raw, codec)
     if attempt.error is None:
+        for step in attempt.then:  # the rest of a chain, in order
+            await run_now(step.raw, connection=connection, queue=step.queue, store=store,
+                          codec=codec)  # fmt: skip
         return
     failure = FailedJob(attempt.job_id, connection, queue, raw, attempt.error_text())
     try:
@@ -394,4 +405,11 @@ async def run_now(
             type(attempt.error).__name__,
             one_line(exc),  # whatever the database said
         )
+    for catch in attempt.then:  # a chain's catch job; the caller still gets this job's error
+        try:
+            await run_now(catch.raw, connection=connection, queue=catch.queue, store=store,
+                          codec=codec)  # fmt: skip
+        except Exception:
+            log.warning("the catch job %s of failed job %s failed too", catch.job_id,
+                        attempt.job_id)  # fmt: skip
     raise attempt.error

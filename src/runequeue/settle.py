@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from runequeue.backoff import Backoff, BrokerErrors
-from runequeue.drivers.base import Driver, Reserved
+from runequeue.drivers.base import Driver, Outgoing, Reserved
 from runequeue.errors import DriverError
 from runequeue.failed_job import FailedJob
 from runequeue.heartbeat import Heartbeat
@@ -56,6 +56,9 @@ class Settler:
     async def settle(self, item: Reserved, attempt: Attempt) -> None:
         decision = attempt.decision
         if isinstance(decision, Ack):
+            if attempt.then:  # a chain's next step, stored in the same atomic step as the ack
+                await self._ack_then(item, attempt.then)
+                return
             self._acks.put_nowait(item)  # the heartbeat keeps the lease until the ack lands
             return
         if isinstance(decision, Release | Defer):
@@ -64,7 +67,7 @@ class Settler:
             await self._release(item, delay_s=decision.delay_s, refund=refund)
         else:
             self.processed += 1
-            await self._fail(item, attempt.error_text())
+            await self._fail(item, attempt.error_text(), attempt.then)
         self._heartbeat.untrack(item)
 
     async def put_back(self, item: Reserved) -> None:
@@ -83,10 +86,21 @@ class Settler:
         log.error("release of %s gave up after %d tries; the job runs again when its lease "
                   "expires", item.job_id, RELEASE_TRIES)  # fmt: skip
 
-    async def _fail(self, item: Reserved, error: str) -> None:
-        """Record, then delete (invariant 5): bury in the outbox, record, purge."""
+    async def _ack_then(self, item: Reserved, then: Sequence[Outgoing]) -> None:
+        acked = await self._until_it_lands(
+            "ack", lambda: self.driver.ack_then(item, then), self._ack_backoff
+        )
+        self.processed += 1
+        self._heartbeat.untrack(item)
+        if not acked:
+            log.warning("LOST  %s: finished, but its lease had expired; it may run again",
+                        item.job_id)  # fmt: skip
+
+    async def _fail(self, item: Reserved, error: str, then: Sequence[Outgoing]) -> None:
+        """Record, then delete (invariant 5): bury in the outbox (storing ``then``, a chain's
+        catch job, in the same step), record, purge."""
         buried = await self._until_it_lands(
-            "fail", lambda: self.driver.bury(item, error), self._settle_backoff
+            "fail", lambda: self.driver.bury(item, error, then), self._settle_backoff
         )
         if not buried:
             log.warning("fail of %s refused: lease lost", item.job_id)

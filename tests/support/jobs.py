@@ -402,3 +402,17 @@ class FailsWithBlockingHook(Job, name="tests.FailsWithBlockingHook"):
         note(self.ledger, "hook-start", self)
         time.sleep(self.seconds)
         note(self.ledger, "hook-end", self)
+
+
+@dataclasses.dataclass
+class ChainLink(Job, name="tests.ChainLink"):
+    """A step of a chain: notes ``start:<tag>``, sleeps ``seconds``, notes ``done:<tag>``."""
+
+    ledger: str
+    tag: str
+    seconds: float = 0.0
+
+    async def handle(self) -> None:
+        note(self.ledger, f"start:{self.tag}", self)
+        await asyncio.sleep(self.seconds)
+        note(self.ledger, f"done:{self.tag}", self)

@@ -123,11 +123,17 @@ class Driver(Protocol):
     async def ack(self, items: Sequence[Reserved]) -> list[bool]:
         """Delete finished jobs; ``False`` for a job whose lease was lost."""
 
+    async def ack_then(self, item: Reserved, then: Sequence[Outgoing]) -> bool:
+        """Delete a finished job and store ``then`` (ready, on ``item``'s queue: a chain's next
+        step) in one atomic step, while the lease is held; ``False``, and nothing changed, when
+        it was lost. A job of ``then`` whose id is still stored is skipped."""
+
     async def release(self, item: Reserved, *, delay_s: float, refund: bool) -> bool:
         """Put a reserved job back, after ``delay_s``; ``refund`` gives the attempt back."""
 
-    async def bury(self, item: Reserved, error: str) -> bool:
-        """Move a reserved job to the failed outbox (kept until `purge`)."""
+    async def bury(self, item: Reserved, error: str, then: Sequence[Outgoing] = ()) -> bool:
+        """Move a reserved job to the failed outbox (kept until `purge`), and store ``then`` (as
+        for `ack_then`: a chain's catch job) in the same atomic step."""
 
     async def buried(self, queue: str, limit: int) -> list[Buried]:
         """Jobs in the failed outbox of ``queue``, oldest first."""

@@ -254,8 +254,21 @@ class DatabaseQueue:
         # Delayed too: idle workers wake, reserve nothing, and learn when it is due.
         return self._each([statement], runnable=True)[0]
 
-    def bury(self, item: Reserved, error: str) -> bool:
-        return self._each([sql.bury(self.dialect, item.job_id, item.token, error)])[0]
+    def bury(self, item: Reserved, error: str, then: Sequence[Outgoing] = ()) -> bool:
+        return self._settle_then(sql.bury(self.dialect, item.job_id, item.token, error), then)
+
+    def ack_then(self, item: Reserved, then: Sequence[Outgoing]) -> bool:
+        return self._settle_then(sql.ack(item.job_id, item.token), then)
+
+    def _settle_then(self, settle: sa.Executable, then: Sequence[Outgoing]) -> bool:
+        """Run ``settle`` (one held job's ack or bury) and, if it held, store ``then``: one
+        transaction."""
+        with self._errors(), self.engine.begin() as conn:
+            if conn.execute(settle).rowcount != 1:
+                return False  # the lease was lost: nothing changes
+            if then:
+                store_jobs(conn, then)
+            return True
 
     def buried(self, queue: str, limit: int) -> list[Buried]:
         with self._errors(), self.engine.connect() as conn:
@@ -440,8 +453,11 @@ class DatabaseDriver:
             self._runnable_here()
         return released
 
-    async def bury(self, item: Reserved, error: str) -> bool:
-        return await asyncio.to_thread(self.queue.bury, item, error)
+    async def ack_then(self, item: Reserved, then: Sequence[Outgoing]) -> bool:
+        return await asyncio.to_thread(self.queue.ack_then, item, then)
+
+    async def bury(self, item: Reserved, error: str, then: Sequence[Outgoing] = ()) -> bool:
+        return await asyncio.to_thread(self.queue.bury, item, error, then)
 
     async def buried(self, queue: str, limit: int) -> list[Buried]:
         return await asyncio.to_thread(self.queue.buried, queue, limit)

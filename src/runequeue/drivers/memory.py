@@ -271,7 +271,18 @@ class MemoryStore:
         self._wake(item.queue)
         return True
 
-    def bury(self, item: Reserved, error: str) -> bool:
+    def ack_then(self, item: Reserved, then: Sequence[Outgoing]) -> bool:
+        with self._operation("ack"):
+            if self._holds(item) is None:
+                return False
+            q = self._queues[item.queue]
+            del q.reserved[item.job_id]
+            del q.jobs[item.job_id]
+            self._store_followers(q, then)
+        self._wake(item.queue)
+        return True
+
+    def bury(self, item: Reserved, error: str, then: Sequence[Outgoing] = ()) -> bool:
         with self._operation("bury"):
             job = self._holds(item)
             if job is None:
@@ -280,7 +291,19 @@ class MemoryStore:
             del q.reserved[item.job_id]
             job.token = None
             self._bury(q, item.job_id, self._now(), error)
-            return True
+            self._store_followers(q, then)
+        if then:
+            self._wake(item.queue)
+        return True
+
+    @staticmethod
+    def _store_followers(q: _Queue, then: Sequence[Outgoing]) -> None:
+        """Store ``then`` ready on ``q`` (under the lock); an id still stored is skipped."""
+        for follower in then:
+            if follower.job_id not in q.jobs:
+                q.jobs[follower.job_id] = _Job(follower.raw, follower.max_tries)
+                q.ready.append(follower.job_id)
+                q.wakeups = min(q.wakeups + 1, 64)
 
     def buried(self, queue: str, limit: int) -> list[Buried]:
         with self._operation("buried"):
@@ -399,8 +422,11 @@ class MemoryDriver:
     async def release(self, item: Reserved, *, delay_s: float, refund: bool) -> bool:
         return self.store.release(item, delay_s=delay_s, refund=refund)
 
-    async def bury(self, item: Reserved, error: str) -> bool:
-        return self.store.bury(item, error)
+    async def ack_then(self, item: Reserved, then: Sequence[Outgoing]) -> bool:
+        return self.store.ack_then(item, then)
+
+    async def bury(self, item: Reserved, error: str, then: Sequence[Outgoing] = ()) -> bool:
+        return self.store.bury(item, error, then)
 
     async def buried(self, queue: str, limit: int) -> list[Buried]:
         return self.store.buried(queue, limit)

@@ -27,11 +27,13 @@ from runequeue.drivers.redis_keys import (
     QueueKeys,
     ScriptArg,
     ack_keys,
+    ack_then_keys,
     as_text,
     bury_keys,
     claim_hook_keys,
     clear_keys,
     count_jobs,
+    follower_args,
     lua_source,
     push_calls,
     release_keys,
@@ -94,6 +96,7 @@ class RedisDriver:
         self._push = self.client.register_script(lua_source("push"))
         self._reserve = self.client.register_script(lua_source("reserve"))
         self._ack = self.client.register_script(lua_source("ack"))
+        self._ack_then = self.client.register_script(lua_source("ack_then"))
         self._release = self.client.register_script(lua_source("release"))
         self._bury = self.client.register_script(lua_source("bury"))
         self._clear = self.client.register_script(lua_source("clear"))
@@ -269,10 +272,17 @@ class RedisDriver:
         with self._errors():
             return bool(await self._release(keys=keys, args=args))
 
-    async def bury(self, item: Reserved, error: str) -> bool:
-        keys = bury_keys(self.keys(item.queue))
+    async def ack_then(self, item: Reserved, then: Sequence[Outgoing]) -> bool:
+        keys = ack_then_keys(self.keys(item.queue))
+        args = [item.job_id, item.token, *follower_args(item, then)]
         with self._errors():
-            reply = await self._bury(keys=keys, args=[item.job_id, item.token, error])
+            return bool(await self._ack_then(keys=keys, args=args))
+
+    async def bury(self, item: Reserved, error: str, then: Sequence[Outgoing] = ()) -> bool:
+        keys = bury_keys(self.keys(item.queue))
+        args = [item.job_id, item.token, error, *follower_args(item, then)]
+        with self._errors():
+            reply = await self._bury(keys=keys, args=args)
         return bool(reply)
 
     async def buried(self, queue: str, limit: int) -> list[Buried]:

@@ -130,7 +130,22 @@ def release_keys(k: QueueKeys) -> list[str]:
 
 
 def bury_keys(k: QueueKeys) -> list[str]:
-    return [k.reserved, k.token, k.dead, k.errors]
+    return [k.reserved, k.token, k.dead, k.errors, k.payload, k.tries, k.ready, k.notify]
+
+
+def ack_then_keys(k: QueueKeys) -> list[str]:
+    return [k.reserved, k.payload, k.attempts, k.tries, k.token, k.ready, k.notify]
+
+
+def follower_args(item: Reserved, then: Sequence[Outgoing]) -> list[ScriptArg]:
+    """``then`` as the groups of three that ``ack_then.lua`` and ``bury.lua`` take: followers go
+    on the queue of the job they follow (a chain runs on one queue, one Cluster slot)."""
+    args: list[ScriptArg] = []
+    for job in then:
+        if job.queue != item.queue:
+            raise ValueError(f"job {job.job_id} follows {item.job_id} on another queue")
+        args += (job.job_id, job.raw, "" if job.max_tries is None else job.max_tries)
+    return args
 
 
 def claim_hook_keys(k: QueueKeys) -> list[str]:

@@ -1,9 +1,12 @@
 #!lua flags=allow-oom
 -- allow-oom: it runs when Redis is full (maxmemory, noeviction), so a full Redis stops dispatch,
 -- not work: jobs are still taken, renewed, finished and failed, which frees the memory.
--- bury: move a reserved job that failed for good into the failed outbox.
--- KEYS[1] = reserved zset, KEYS[2] = token hash, KEYS[3] = dead zset, KEYS[4] = errors hash
--- ARGV[1] = id, ARGV[2] = lease token, ARGV[3] = error text
+-- bury: move a reserved job that failed for good into the failed outbox, and store the jobs that
+-- follow its failure (a chain's catch job) on the same queue, in one atomic step.
+-- KEYS[1] = reserved zset, KEYS[2] = token hash, KEYS[3] = dead zset, KEYS[4] = errors hash,
+-- KEYS[5] = payload hash, KEYS[6] = tries hash, KEYS[7] = ready list, KEYS[8] = notify list
+-- ARGV[1] = id, ARGV[2] = lease token, ARGV[3] = error text, then groups of three: id, payload,
+-- max_tries ('' = default)
 -- Returns 1, or 0 when the caller no longer holds the lease. The payload stays until the worker
 -- has recorded the failure and purges it: record, then delete (never the other way round).
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then
@@ -14,4 +17,15 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])
+for i = 4, #ARGV, 3 do
+  if redis.call('HSETNX', KEYS[5], ARGV[i], ARGV[i + 1]) == 1 then
+    if ARGV[i + 2] ~= '' then
+      redis.call('HSET', KEYS[6], ARGV[i], ARGV[i + 2])
+    end
+    redis.call('RPUSH', KEYS[7], ARGV[i])
+    if redis.call('LLEN', KEYS[8]) < 64 then
+      redis.call('RPUSH', KEYS[8], 1)
+    end
+  end
+end
 return 1

@@ -1,0 +1,28 @@
+#!lua flags=allow-oom
+-- allow-oom: it runs when Redis is full, as ack does (it deletes a job for each one it stores).
+-- ack_then: delete one finished job whose lease the caller holds, and store the jobs that follow
+-- it (a chain's next step) on the same queue, in one atomic step.
+-- KEYS[1] = reserved zset, KEYS[2] = payload hash, KEYS[3] = attempts hash, KEYS[4] = tries hash,
+-- KEYS[5] = token hash, KEYS[6] = ready list, KEYS[7] = notify list
+-- ARGV[1] = id, ARGV[2] = lease token, then groups of three: id, payload, max_tries ('' = default)
+-- Returns 1, or 0 (and nothing changed) when the caller no longer holds the lease. A follower
+-- whose id is still stored is skipped: each step's id is fixed when its chain is dispatched.
+if redis.call('HGET', KEYS[5], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+for k = 2, 5 do
+  redis.call('HDEL', KEYS[k], ARGV[1])
+end
+for i = 3, #ARGV, 3 do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
+    if ARGV[i + 2] ~= '' then
+      redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 2])
+    end
+    redis.call('RPUSH', KEYS[6], ARGV[i])
+    if redis.call('LLEN', KEYS[7]) < 64 then
+      redis.call('RPUSH', KEYS[7], 1)
+    end
+  end
+end
+return 1

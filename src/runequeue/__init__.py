@@ -26,6 +26,14 @@ from runequeue.errors import (
     RuneQueueError,
     UnknownJob,
 )
+from runequeue.events import (
+    JobFailed,
+    JobProcessed,
+    JobProcessing,
+    JobQueued,
+    JobRetrying,
+    WorkerStopping,
+)
 from runequeue.job import Job
 from runequeue.queue import Queue
 
@@ -62,6 +70,11 @@ __all__ = [
     "FailedStoreError",
     "InvalidPayload",
     "Job",
+    "JobFailed",
+    "JobProcessed",
+    "JobProcessing",
+    "JobQueued",
+    "JobRetrying",
     "JobTimeout",
     "LeaseExpired",
     "MissingDatabase",
@@ -74,5 +87,6 @@ __all__ = [
     "UnknownJob",
     "Worker",
     "WorkerOptions",
+    "WorkerStopping",
     "__version__",
 ]

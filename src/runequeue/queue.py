@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
-from runequeue import payload
+from runequeue import events, payload
 from runequeue.config import QueueConfig
 from runequeue.drivers import open_driver, open_producer
 from runequeue.drivers.base import Driver, Outgoing, Producer
@@ -70,7 +70,10 @@ class Queue:
             Exception: with the ``sync`` driver, whatever the job raised.
         """
         item = _encoder(config, options)(job)
-        _producer(_connection(config, job)).push([item])
+        connection = _connection(config, job)
+        _producer(connection).push([item])
+        if events.listening(events.JobQueued):
+            _queued(connection, [item])
         return item.job_id
 
     @staticmethod
@@ -81,7 +84,10 @@ class Queue:
     ) -> str:
         """`dispatch` for async code: the same arguments, awaited."""
         item = _encoder(config, options)(job)
-        await _push_async(_connection(config, job), [item])
+        connection = _connection(config, job)
+        await _push_async(connection, [item])
+        if events.listening(events.JobQueued):
+            _queued(connection, [item])
         return item.job_id
 
     @staticmethod
@@ -104,6 +110,9 @@ class Queue:
             except DispatchError as exc:
                 raise _partly_stored(exc, stored) from exc
             stored += (item.job_id for item in items)
+        if events.listening(events.JobQueued):
+            for connection, items in groups.items():
+                _queued(connection, items)
         return stored
 
     @staticmethod
@@ -121,7 +130,18 @@ class Queue:
             except DispatchError as exc:
                 raise _partly_stored(exc, stored) from exc
             stored += (item.job_id for item in items)
+        if events.listening(events.JobQueued):
+            for connection, items in groups.items():
+                _queued(connection, items)
         return stored
+
+    @staticmethod
+    def on(kind: type[events.E], listener: Callable[[events.E], object]) -> Callable[[], None]:
+        """Call ``listener`` (a function or a coroutine function) with every event of type
+        ``kind`` in this process: `JobQueued`, `JobProcessing`, `JobProcessed`, `JobRetrying`,
+        `JobFailed`, `WorkerStopping` (``runequeue.events``). Returns a function that removes it.
+        A listener's error is logged and never affects the job."""
+        return events.on(kind, listener)
 
     @staticmethod
     def size(config: QueueConfig, queue: str | None = None) -> int:
@@ -153,6 +173,12 @@ class Queue:
             producer.close()
         for store in stores:
             store.close()
+
+
+def _queued(connection: QueueConfig, items: Sequence[Outgoing]) -> None:
+    for item in items:
+        name = payload.peek_name(item.raw) or "?"
+        events.emit(events.JobQueued(item.job_id, name, item.queue, connection.driver))
 
 
 def _connection(config: QueueConfig, job: Job) -> QueueConfig:

@@ -15,7 +15,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Literal
 
-from runequeue import chains, payload
+from runequeue import chains, events, payload
 from runequeue import job as job_registry
 from runequeue.deadlines import TICK_S, Deadlines
 from runequeue.drivers.base import Outgoing
@@ -135,14 +135,24 @@ async def run_attempt(
         # Invariant 4: a payload that cannot become a job is failed at once, never retried (the
         # one exception, a job class not deployed here yet, is `_unbuildable`'s).
         job_id = payload.peek_id(raw) or "?"
+        if events.listening(events.JobFailed):
+            name = payload.peek_name(raw) or "?"
+            await events.emit_async(events.JobFailed(job_id, name, None, "?", attempts, exc))
         return Attempt(Fail(type(exc).__name__), "?", job_id, exc, time.perf_counter() - started)
     try:
         job = payload.build_job(envelope, attempt=attempts)
     except PayloadError as exc:
         decision = _unbuildable(envelope, exc, defer_unknown_jobs)
         then = chains.followers(envelope, decision, codec)
+        if isinstance(decision, Fail) and events.listening(events.JobFailed):
+            failed = events.JobFailed(
+                envelope.id, envelope.job, None, envelope.queue, attempts, exc
+            )
+            await events.emit_async(failed)
         duration_s = time.perf_counter() - started
         return Attempt(decision, envelope.job, envelope.id, exc, duration_s, then)
+    if events.listening(events.JobProcessing):
+        await events.emit_async(events.JobProcessing(job, envelope.queue, attempts))
 
     tries = envelope.max_tries if envelope.max_tries is not None else defaults.tries
     if only_try:
@@ -159,7 +169,30 @@ async def run_attempt(
         duration_s = time.perf_counter() - started
     # (UNSET, a plain job's, is false: a job outside a chain makes no call for it)
     then = chains.followers(envelope, decision, codec) if envelope.chain else ()
+    if events.any_listener():
+        await _announce(decision, job, envelope, attempts, error, duration_s)
     return Attempt(decision, envelope.job, envelope.id, error, duration_s, then)
+
+
+async def _announce(
+    decision: Decision,
+    job: Job,
+    envelope: Envelope,
+    attempts: int,
+    error: BaseException | None,
+    duration_s: float,
+) -> None:
+    """The event of an attempt's outcome, to whoever listens for it."""
+    queue = envelope.queue
+    event: events.Event | None = None
+    if isinstance(decision, Ack):
+        event = events.JobProcessed(job, queue, attempts, duration_s)
+    elif isinstance(decision, Release) and error is not None:
+        event = events.JobRetrying(job, queue, attempts, error, decision.delay_s)
+    elif isinstance(decision, Fail) and error is not None:
+        event = events.JobFailed(envelope.id, envelope.job, job, queue, attempts, error)
+    if event is not None and events.listening(type(event)):
+        await events.emit_async(event)
 
 
 def unexpected_failure(raw: bytes, error: BaseException) -> Attempt:

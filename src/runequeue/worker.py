@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Sequence
 
-from runequeue import signals, startup
+from runequeue import events, signals, startup
 from runequeue.backoff import Backoff, BrokerErrors
 from runequeue.config import DEFAULT_LEASE_S, QueueConfig
 from runequeue.deadlines import Deadlines
@@ -133,6 +133,8 @@ class Worker:
         try:
             await self._work()
         finally:
+            if events.listening(events.WorkerStopping):
+                await events.emit_async(events.WorkerStopping(self.exit_code))
             await self._drain()
             await self._put_back_orphans()
             await self._stop_background(background)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Awaitable, Sequence
-from typing import Any, ClassVar, get_origin
+from typing import Any, ClassVar, Literal, get_origin
 
 from runequeue.errors import DuplicateJobName, UnknownJob
 
@@ -41,6 +41,12 @@ class Job:
     timeout: ClassVar[float | None] = None
     queue: ClassVar[str | None] = None
     connection: ClassVar[str | None] = None
+    # Unique jobs: while a job with the same `unique_id` is queued, delayed or running (for at
+    # most ``unique_for`` seconds, so a dead worker cannot hold the lock for ever), dispatching
+    # another stores nothing and returns the held job's id. ``unique_until = "processing"``
+    # frees the lock when the handler starts rather than when the job is done.
+    unique_for: ClassVar[float | None] = None
+    unique_until: ClassVar[Literal["processed", "processing"]] = "processed"
 
     # Set by the runner on the instance it builds, for idempotency keys and logging.
     job_id: str = ""
@@ -60,6 +66,12 @@ class Job:
     def failed(self, exc: BaseException) -> Awaitable[None] | None:
         """Called once when the job has failed for good. Override to clean up or alert."""
         return None
+
+    def unique_id(self) -> str:
+        """What makes two jobs of this class the same job, for ``unique_for``: by default every
+        field's value. Override to narrow it (``return str(self.user_id)``)."""
+        fields = dataclasses.fields(self)  # type: ignore[arg-type]  # every job is a dataclass
+        return repr([(field.name, getattr(self, field.name)) for field in fields])
 
 
 _registry: dict[str, type[Job]] = {}

@@ -51,6 +51,13 @@ class ChainRest(msgspec.Struct, frozen=True, kw_only=True):
     catch: Step | None = None
 
 
+class UniqueLock(msgspec.Struct, frozen=True, kw_only=True):
+    """The lock a unique job holds (`Job.unique_for`), and when its worker frees it."""
+
+    key: str
+    until_processing: bool = False
+
+
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     """One stored job. Options left ``None`` take the worker's defaults."""
 
@@ -66,6 +73,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     created_at: float
     # Left out of a plain job's bytes altogether (UNSET is not encoded).
     chain: ChainRest | msgspec.UnsetType = msgspec.UNSET
+    unique: UniqueLock | msgspec.UnsetType = msgspec.UNSET
 
 
 _encoder = msgspec.json.Encoder()
@@ -108,6 +116,15 @@ def envelope_for(
         backoff=_stored_backoff(backoff if backoff is not None else job.backoff),
         timeout=timeout if timeout is not None else job.timeout,
         created_at=time.time(),
+        unique=msgspec.UNSET if job.unique_for is None else _unique_lock(job),
+    )
+
+
+def _unique_lock(job: Job) -> UniqueLock:
+    # Hashed: a unique_id can be any length, and the key is a Redis key or a database column.
+    digest = hashlib.sha256(job.unique_id().encode()).hexdigest()[:40]
+    return UniqueLock(
+        key=f"{type(job).job_name}:{digest}", until_processing=job.unique_until == "processing"
     )
 
 

@@ -13,6 +13,8 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
+import msgspec
+
 from runequeue import events, payload
 from runequeue.config import QueueConfig
 from runequeue.drivers import open_driver, open_producer
@@ -56,7 +58,8 @@ class Queue:
         job: Job,
         **options: Unpack[DispatchOptions],
     ) -> str:
-        """Send ``job`` to its queue and return its id.
+        """Send ``job`` to its queue and return its id. For a unique job (``unique_for``) whose
+        lock another job holds, nothing is stored and that job's id is returned.
 
         Args:
             config: where jobs go.
@@ -71,7 +74,10 @@ class Queue:
         """
         item = _encoder(config, options)(job)
         connection = _connection(config, job)
-        _producer(connection).push([item])
+        if item.unique_key is None:
+            _producer(connection).push([item])
+        elif (holder := _producer(connection).push_unique(item)) != item.job_id:
+            return holder  # a job with the same unique id is queued or running: nothing stored
         if events.listening(events.JobQueued):
             _queued(connection, [item])
         return item.job_id
@@ -85,7 +91,10 @@ class Queue:
         """`dispatch` for async code: the same arguments, awaited."""
         item = _encoder(config, options)(job)
         connection = _connection(config, job)
-        await _push_async(connection, [item])
+        if item.unique_key is None:
+            await _push_async(connection, [item])
+        elif (holder := await _push_unique_async(connection, item)) != item.job_id:
+            return holder
         if events.listening(events.JobQueued):
             _queued(connection, [item])
         return item.job_id
@@ -98,7 +107,8 @@ class Queue:
     ) -> list[str]:
         """Dispatch many jobs in one round trip per connection; returns their ids in order.
 
-        Takes the same options as `dispatch`, applied to every job. All or nothing per connection:
+        Takes the same options as `dispatch`, applied to every job; unique jobs among them are
+        stored one by one, each as `dispatch` stores it. All or nothing per connection:
         a `DispatchError` means none of that connection's jobs was stored; its ``stored`` lists
         the jobs stored on other connections before it (for jobs whose class names its own).
         """
@@ -106,10 +116,9 @@ class Queue:
         stored: list[str] = []
         for connection, items in groups.items():
             try:
-                _producer(connection).push(items)
+                stored += _store_many(_producer(connection), items)
             except DispatchError as exc:
                 raise _partly_stored(exc, stored) from exc
-            stored += (item.job_id for item in items)
         if events.listening(events.JobQueued):
             for connection, items in groups.items():
                 _queued(connection, items)
@@ -126,10 +135,13 @@ class Queue:
         stored: list[str] = []
         for connection, items in groups.items():
             try:
-                await _push_async(connection, items)
+                if any(item.unique_key is not None for item in items):
+                    stored += [await _push_unique_async(connection, item) for item in items]
+                else:
+                    await _push_async(connection, items)
+                    stored += (item.job_id for item in items)
             except DispatchError as exc:
                 raise _partly_stored(exc, stored) from exc
-            stored += (item.job_id for item in items)
         if events.listening(events.JobQueued):
             for connection, items in groups.items():
                 _queued(connection, items)
@@ -175,6 +187,23 @@ class Queue:
             store.close()
 
 
+def _store_many(producer: Producer, items: Sequence[Outgoing]) -> list[str]:
+    """Store ``items`` in one round trip; unique jobs among them each in one of their own (each
+    takes its lock): the ids that hold each job's place, in order."""
+    if all(item.unique_key is None for item in items):
+        producer.push(items)
+        return [item.job_id for item in items]
+    return [
+        producer.push_unique(item) if item.unique_key is not None else _push_one(producer, item)
+        for item in items
+    ]
+
+
+def _push_one(producer: Producer, item: Outgoing) -> str:
+    producer.push([item])
+    return item.job_id
+
+
 def _queued(connection: QueueConfig, items: Sequence[Outgoing]) -> None:
     for item in items:
         name = payload.peek_name(item.raw) or "?"
@@ -199,7 +228,12 @@ def _encoder(config: QueueConfig, options: DispatchOptions) -> Callable[[Job], O
         envelope = payload.envelope_for(
             job, queue=name, tries=tries, timeout=timeout, backoff=backoff
         )
-        return Outgoing(envelope.id, name, codec.encode(envelope), delay_s, envelope.max_tries)
+        raw = codec.encode(envelope)
+        if job.unique_for is None:
+            return Outgoing(envelope.id, name, raw, delay_s, envelope.max_tries)
+        assert not isinstance(envelope.unique, msgspec.UnsetType)
+        return Outgoing(envelope.id, name, raw, delay_s, envelope.max_tries,
+                        envelope.unique.key, job.unique_for)  # fmt: skip
 
     return encode
 
@@ -308,9 +342,20 @@ async def _push_async(config: QueueConfig, items: Sequence[Outgoing]) -> None:
     if config.driver == "sync":
         await _sync_driver(config).push_async(items)
         return
+    await _async_driver(config).push(items)
+
+
+async def _push_unique_async(config: QueueConfig, item: Outgoing) -> str:
+    if config.driver == "sync":
+        await _sync_driver(config).push_async([item])
+        return item.job_id
+    return await _async_driver(config).push_unique(item)
+
+
+def _async_driver(config: QueueConfig) -> Driver:
     # asyncio connections belong to the loop that opened them.
     drivers = _async_drivers.setdefault(asyncio.get_running_loop(), {})
     driver = drivers.get(config)
     if driver is None:
         driver = drivers[config] = open_driver(config)
-    await driver.push(items)
+    return driver

@@ -13,6 +13,7 @@ import inspect
 import logging
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Literal
 
 from runequeue import chains, events, payload
@@ -23,7 +24,7 @@ from runequeue.errors import JobTimeout, PayloadError, RuneQueueError, UnknownJo
 from runequeue.failed_job import FailedJob
 from runequeue.job import Backoff, Job, is_async_handler
 from runequeue.logs import log_line
-from runequeue.payload import Codec, Envelope
+from runequeue.payload import Codec, Envelope, UniqueLock
 from runequeue.retry import (
     UNKNOWN_JOB_GRACE_S,
     Ack,
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
     from runequeue.failed_store import FailedJobStore
 
 log = logging.getLogger("runequeue.worker")
+
+# Frees a unique job's lock: ``(queue, key, job id)`` (`Driver.unlock`).
+Unlock = Callable[[str, str, str], Awaitable[None]]
 
 Status = Literal["DONE", "RETRY", "FAIL", "WAIT"]
 DEFAULT_CODEC = Codec()
@@ -71,6 +75,9 @@ class Attempt:
     # Jobs to store in the same atomic step as this outcome: a chain's next step after a success,
     # its catch job after a failure for good (see `chains`).
     then: tuple[Outgoing, ...] = ()
+    # A unique job's lock, to free once it is done or failed for good (unless it was freed when
+    # the handler started).
+    unique: UniqueLock | None = None
 
     @property
     def status(self) -> Status:
@@ -120,6 +127,7 @@ async def run_attempt(
     only_try: bool = False,
     deadlines: Deadlines | None = None,
     defer_unknown_jobs: bool = False,
+    unlock: Unlock | None = None,
 ) -> Attempt:
     """Run attempt number ``attempts`` of the stored job ``raw``.
 
@@ -132,27 +140,12 @@ async def run_attempt(
     try:
         envelope = codec.decode(raw)
     except PayloadError as exc:
-        # Invariant 4: a payload that cannot become a job is failed at once, never retried (the
-        # one exception, a job class not deployed here yet, is `_unbuildable`'s).
-        job_id = payload.peek_id(raw) or "?"
-        if events.listening(events.JobFailed):
-            name = payload.peek_name(raw) or "?"
-            await events.emit_async(events.JobFailed(job_id, name, None, "?", attempts, exc))
-        return Attempt(Fail(type(exc).__name__), "?", job_id, exc, time.perf_counter() - started)
+        return await _undecodable(raw, attempts, exc, started)
     try:
         job = payload.build_job(envelope, attempt=attempts)
     except PayloadError as exc:
-        decision = _unbuildable(envelope, exc, defer_unknown_jobs)
-        then = chains.followers(envelope, decision, codec)
-        if isinstance(decision, Fail) and events.listening(events.JobFailed):
-            failed = events.JobFailed(
-                envelope.id, envelope.job, None, envelope.queue, attempts, exc
-            )
-            await events.emit_async(failed)
-        duration_s = time.perf_counter() - started
-        return Attempt(decision, envelope.job, envelope.id, exc, duration_s, then)
-    if events.listening(events.JobProcessing):
-        await events.emit_async(events.JobProcessing(job, envelope.queue, attempts))
+        return await _unbuilt(envelope, attempts, exc, started, codec, defer_unknown_jobs)
+    unique = await _starting(job, envelope, attempts, unlock)
 
     tries = envelope.max_tries if envelope.max_tries is not None else defaults.tries
     if only_try:
@@ -171,7 +164,61 @@ async def run_attempt(
     then = chains.followers(envelope, decision, codec) if envelope.chain else ()
     if events.any_listener():
         await _announce(decision, job, envelope, attempts, error, duration_s)
-    return Attempt(decision, envelope.job, envelope.id, error, duration_s, then)
+    return Attempt(decision, envelope.job, envelope.id, error, duration_s, then, unique)
+
+
+async def _undecodable(raw: bytes, attempts: int, error: PayloadError, started: float) -> Attempt:
+    # Invariant 4: a payload that cannot become a job is failed at once, never retried (the one
+    # exception, a job class not deployed here yet, is `_unbuildable`'s).
+    job_id = payload.peek_id(raw) or "?"
+    if events.listening(events.JobFailed):
+        name = payload.peek_name(raw) or "?"
+        await events.emit_async(events.JobFailed(job_id, name, None, "?", attempts, error))
+    return Attempt(Fail(type(error).__name__), "?", job_id, error, time.perf_counter() - started)
+
+
+async def _unbuilt(
+    envelope: Envelope,
+    attempts: int,
+    error: PayloadError,
+    started: float,
+    codec: Codec,
+    defer_unknown_jobs: bool,
+) -> Attempt:
+    """The attempt of an envelope whose job cannot be built (unknown class, invalid data)."""
+    decision = _unbuildable(envelope, error, defer_unknown_jobs)
+    then = chains.followers(envelope, decision, codec)
+    if isinstance(decision, Fail) and events.listening(events.JobFailed):
+        failed = events.JobFailed(envelope.id, envelope.job, None, envelope.queue, attempts, error)
+        await events.emit_async(failed)
+    duration_s = time.perf_counter() - started
+    unique = envelope.unique or None
+    return Attempt(decision, envelope.job, envelope.id, error, duration_s, then, unique)
+
+
+async def _starting(
+    job: Job, envelope: Envelope, attempts: int, unlock: Unlock | None
+) -> UniqueLock | None:
+    """Before the handler: `JobProcessing`, and a ``unique_until = "processing"`` job's lock
+    freed. Returns the lock still to free once the job is done."""
+    if events.listening(events.JobProcessing):
+        await events.emit_async(events.JobProcessing(job, envelope.queue, attempts))
+    unique = envelope.unique or None
+    if unique is not None and unique.until_processing:
+        await _free_lock(unlock, envelope, unique)
+        return None
+    return unique
+
+
+async def _free_lock(unlock: Unlock | None, envelope: Envelope, unique: UniqueLock) -> None:
+    """Free a ``unique_until = "processing"`` job's lock as its handler starts."""
+    if unlock is None:
+        return  # run outside a worker (the sync driver): no lock was taken
+    try:
+        await unlock(envelope.queue, unique.key, envelope.id)
+    except RuneQueueError as exc:
+        log.warning("could not free the unique lock of %s (%s); it expires by itself: %s",
+                    envelope.job, envelope.id, exc)  # fmt: skip
 
 
 async def _announce(

@@ -67,6 +67,18 @@ failed_jobs = sa.Table(
 )
 
 
+# Unique jobs' locks (`Job.unique_for`) on the database driver: one row per held lock, taken in
+# the transaction that stores the job; a lock past ``expires_at`` is free (its worker died).
+job_locks = sa.Table(
+    "job_locks",
+    metadata,
+    sa.Column("queue", sa.String(255), primary_key=True),
+    sa.Column("lock_key", sa.String(191), primary_key=True),
+    sa.Column("job_id", sa.String(64), nullable=False),
+    sa.Column("expires_at", sa.BigInteger(), nullable=False),
+)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Migration:
     """What `run_migrations` did: tables created, and old SQLite tables rebuilt."""
@@ -123,7 +135,7 @@ def _rebuild_if_old(conn: sa.Connection, table: sa.Table) -> bool:
     (their names are the new table's), the new one created and filled, and the old one dropped.
     The caller's transaction makes it all or nothing.
     """
-    if conn.dialect.name != "sqlite":
+    if conn.dialect.name != "sqlite" or not table.kwargs.get("sqlite_autoincrement"):
         return False
     ddl = conn.execute(
         sa.text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :name"),

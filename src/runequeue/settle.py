@@ -20,6 +20,7 @@ from runequeue.errors import DriverError
 from runequeue.failed_job import FailedJob
 from runequeue.heartbeat import Heartbeat
 from runequeue.outbox import FailureOutbox
+from runequeue.payload import UniqueLock
 from runequeue.retry import Ack, Defer, Release
 from runequeue.runner import Attempt
 
@@ -56,8 +57,11 @@ class Settler:
     async def settle(self, item: Reserved, attempt: Attempt) -> None:
         decision = attempt.decision
         if isinstance(decision, Ack):
-            if attempt.then:  # a chain's next step, stored in the same atomic step as the ack
+            if attempt.then or attempt.unique is not None:
+                # A chain's next step, stored in the same atomic step as the ack; or a unique
+                # job, whose lock is freed once its ack has landed: acked on its own, at once.
                 await self._ack_then(item, attempt.then)
+                await self._free_lock(item, attempt.unique)
                 return
             self._acks.put_nowait(item)  # the heartbeat keeps the lease until the ack lands
             return
@@ -68,7 +72,17 @@ class Settler:
         else:
             self.processed += 1
             await self._fail(item, attempt.error_text(), attempt.then)
+            await self._free_lock(item, attempt.unique)
         self._heartbeat.untrack(item)
+
+    async def _free_lock(self, item: Reserved, unique: UniqueLock | None) -> None:
+        if unique is None:
+            return
+        try:
+            await self.driver.unlock(item.queue, unique.key, item.job_id)
+        except DriverError as exc:
+            log.warning("could not free the unique lock of %s; it expires by itself: %s",
+                        item.job_id, exc)  # fmt: skip
 
     async def put_back(self, item: Reserved) -> None:
         """Release ``item`` at once with its attempt given back (a shutdown costs no tries)."""

@@ -31,7 +31,9 @@ def require_job_classes() -> None:
 
 async def require_tables(config: QueueConfig) -> None:
     """Raise `MissingTable` (run ``rune migrate``) when a table the worker needs is missing."""
-    tables = ["failed_jobs", "jobs"] if backend_of(config).jobs_table else ["failed_jobs"]
+    tables = ["failed_jobs"]
+    if backend_of(config).jobs_table:
+        tables += ["jobs", "job_locks"]
     await asyncio.to_thread(check_tables, config.database_url, tables)
 
 

@@ -416,3 +416,40 @@ class ChainLink(Job, name="tests.ChainLink"):
         note(self.ledger, f"start:{self.tag}", self)
         await asyncio.sleep(self.seconds)
         note(self.ledger, f"done:{self.tag}", self)
+
+
+@dataclasses.dataclass
+class OncePerUser(Job, name="tests.OncePerUser"):
+    """A unique job: one per ``user_id`` at a time, whatever its ``note``."""
+
+    ledger: str
+    user_id: int
+    note_text: str = ""
+    seconds: float = 0.0
+    unique_for = 30
+
+    def unique_id(self) -> str:
+        return str(self.user_id)
+
+    async def handle(self) -> None:
+        note(self.ledger, f"start:{self.user_id}", self)
+        await asyncio.sleep(self.seconds)
+        note(self.ledger, f"done:{self.user_id}", self)
+
+
+@dataclasses.dataclass
+class UniqueUntilProcessing(OncePerUser, name="tests.UniqueUntilProcessing"):
+    unique_until = "processing"
+
+
+@dataclasses.dataclass
+class UniqueFails(Job, name="tests.UniqueFails"):
+    """A unique job (by all its fields) that always fails, once."""
+
+    ledger: str
+    tries = 1
+    unique_for = 30
+
+    async def handle(self) -> None:
+        note(self.ledger, "start", self)
+        raise Boom("fails")

@@ -33,6 +33,10 @@ class Outgoing:
     raw: bytes
     delay_s: float = 0.0
     max_tries: int | None = None
+    # A unique job (`Job.unique_for`): stored only while no other job holds ``unique_key`` on its
+    # queue; the lock lasts ``unique_for_s`` at most (see `push_unique`).
+    unique_key: str | None = None
+    unique_for_s: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,6 +91,12 @@ class Producer(Protocol):
         push repeated after an ambiguous network error stores nothing twice), and not counted.
         """
 
+    def push_unique(self, item: Outgoing) -> str:
+        """Store a unique job (``item.unique_key`` set) unless another job holds its lock on its
+        queue; returns the id of the job that holds it: ``item``'s once stored. Taking the lock
+        and storing the job are one atomic step; the lock lasts ``item.unique_for_s`` at most.
+        Raises ``DispatchError`` when unreachable."""
+
     def size(self, queue: str) -> int:
         """Jobs waiting, delayed or reserved on ``queue``."""
 
@@ -101,6 +111,12 @@ class Driver(Protocol):
 
     async def push(self, items: Sequence[Outgoing]) -> int:
         """As `Producer.push`: returns how many were stored."""
+
+    async def push_unique(self, item: Outgoing) -> str:
+        """As `Producer.push_unique`."""
+
+    async def unlock(self, queue: str, unique_key: str, job_id: str) -> None:
+        """Free a unique job's lock, if ``job_id`` still holds it."""
 
     async def reserve(
         self, queue: str, count: int, *, lease_s: float, default_tries: int, alone: bool = False

@@ -127,6 +127,31 @@ class DatabaseQueue:
         except DriverError as exc:
             raise DispatchError(f"could not dispatch: {exc}") from exc
 
+    def push_unique(self, item: Outgoing) -> str:
+        """Store a unique job unless another holds its lock: one transaction, which takes the
+        lock and stores the job, or reads who holds it."""
+        assert item.unique_key is not None
+        ttl_ms = max(int(item.unique_for_s * 1000), 1)
+        try:
+            with self._errors(), self.engine.begin() as conn:
+                conn.execute(sql.free_expired_lock(self.dialect, item.queue, item.unique_key))
+                lock = sql.take_lock(self.dialect, item.queue, item.unique_key, item.job_id, ttl_ms)
+                holder = None
+                while holder is None:  # None: its holder freed it meanwhile; take it again
+                    conn.execute(lock)
+                    # Read back rather than trust the row count (psycopg reports -1 for an
+                    # insert that did nothing on conflict): this job holds it now, or another.
+                    holder = conn.execute(sql.lock_holder(item.queue, item.unique_key)).scalar()
+                if str(holder) == item.job_id:
+                    store_jobs(conn, [item])
+                    return item.job_id
+                return str(holder)
+        except DriverError as exc:
+            raise DispatchError(f"could not dispatch: {exc}") from exc
+
+    def unlock(self, queue: str, unique_key: str, job_id: str) -> None:
+        self._each([sql.free_lock(queue, unique_key, job_id)])
+
     def reserve(
         self, queue: str, count: int, *, lease_s: float, default_tries: int, alone: bool = False
     ) -> Batch:
@@ -455,6 +480,12 @@ class DatabaseDriver:
 
     async def ack_then(self, item: Reserved, then: Sequence[Outgoing]) -> bool:
         return await asyncio.to_thread(self.queue.ack_then, item, then)
+
+    async def push_unique(self, item: Outgoing) -> str:
+        return await asyncio.to_thread(self.queue.push_unique, item)
+
+    async def unlock(self, queue: str, unique_key: str, job_id: str) -> None:
+        await asyncio.to_thread(self.queue.unlock, queue, unique_key, job_id)
 
     async def bury(self, item: Reserved, error: str, then: Sequence[Outgoing] = ()) -> bool:
         return await asyncio.to_thread(self.queue.bury, item, error, then)

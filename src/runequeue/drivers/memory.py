@@ -35,7 +35,7 @@ HEAD_KEPT_BYTES = 65536  # what is kept of a payload failed for being too large
 
 Operation = Literal[
     "push", "reserve", "recover", "wait", "ack", "release", "bury", "buried", "purge",
-    "claim_failed_hook", "size", "clear", "extend",
+    "claim_failed_hook", "size", "clear", "extend", "unlock",
 ]  # fmt: skip
 
 
@@ -84,6 +84,8 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._queues: dict[str, _Queue] = collections.defaultdict(_Queue)
         self._faults: dict[Operation, _Fault] = {}
+        # Unique jobs' locks: (queue, key) -> (job id, expiry on this store's clock).
+        self._locks: dict[tuple[str, str], tuple[str, float]] = {}
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = (
             collections.defaultdict(set)
         )
@@ -110,6 +112,7 @@ class MemoryStore:
         with self._lock:
             self._queues.clear()
             self._faults.clear()
+            self._locks.clear()
             self._offset_s = 0.0
 
     # -- the operations ----------------------------------------------------------------------
@@ -271,6 +274,28 @@ class MemoryStore:
         self._wake(item.queue)
         return True
 
+    def push_unique(self, item: Outgoing) -> str:
+        assert item.unique_key is not None
+        with self._operation("push"):
+            now = self._now()
+            lock = (item.queue, item.unique_key)
+            held = self._locks.get(lock)
+            if held is not None and held[1] > now:
+                return held[0]
+            self._locks[lock] = (item.job_id, now + item.unique_for_s)
+        try:
+            self.push([item])
+        except BaseException:  # not stored: the lock must not hold for a job that is not there
+            self.unlock(item.queue, item.unique_key, item.job_id)
+            raise
+        return item.job_id
+
+    def unlock(self, queue: str, unique_key: str, job_id: str) -> None:
+        with self._operation("unlock"):
+            held = self._locks.get((queue, unique_key))
+            if held is not None and held[0] == job_id:
+                del self._locks[queue, unique_key]
+
     def ack_then(self, item: Reserved, then: Sequence[Outgoing]) -> bool:
         with self._operation("ack"):
             if self._holds(item) is None:
@@ -425,6 +450,12 @@ class MemoryDriver:
     async def ack_then(self, item: Reserved, then: Sequence[Outgoing]) -> bool:
         return self.store.ack_then(item, then)
 
+    async def push_unique(self, item: Outgoing) -> str:
+        return _dispatched_unique(self.store, item)
+
+    async def unlock(self, queue: str, unique_key: str, job_id: str) -> None:
+        self.store.unlock(queue, unique_key, job_id)
+
     async def bury(self, item: Reserved, error: str, then: Sequence[Outgoing] = ()) -> bool:
         return self.store.bury(item, error, then)
 
@@ -459,6 +490,9 @@ class MemoryProducer:
     def push(self, items: Sequence[Outgoing]) -> int:
         return _dispatched(self.store.push, items)
 
+    def push_unique(self, item: Outgoing) -> str:
+        return _dispatched_unique(self.store, item)
+
     def size(self, queue: str) -> int:
         return self.store.size(queue)
 
@@ -475,6 +509,13 @@ class MemoryProducer:
 def _dispatched(push: Callable[[Sequence[Outgoing]], int], items: Sequence[Outgoing]) -> int:
     try:
         return push(items)
+    except DriverError as exc:
+        raise DispatchError(f"could not dispatch: {exc}") from exc
+
+
+def _dispatched_unique(store: MemoryStore, item: Outgoing) -> str:
+    try:
+        return store.push_unique(item)
     except DriverError as exc:
         raise DispatchError(f"could not dispatch: {exc}") from exc
 

@@ -36,10 +36,14 @@ from runequeue.drivers.redis_keys import (
     follower_args,
     lua_source,
     push_calls,
+    push_unique_call,
+    push_unique_source,
     release_keys,
     reserve_call,
     reserved_batch,
     total,
+    unique_holder,
+    unique_lock_key,
 )
 from runequeue.drivers.redis_producer import RedisLeaseKeeper, RedisProducer
 from runequeue.errors import DispatchError, DriverError, DriverUnavailable
@@ -97,6 +101,8 @@ class RedisDriver:
         self._reserve = self.client.register_script(lua_source("reserve"))
         self._ack = self.client.register_script(lua_source("ack"))
         self._ack_then = self.client.register_script(lua_source("ack_then"))
+        self._push_unique = self.client.register_script(push_unique_source())
+        self._unlock = self.client.register_script(lua_source("unlock"))
         self._release = self.client.register_script(lua_source("release"))
         self._bury = self.client.register_script(lua_source("bury"))
         self._clear = self.client.register_script(lua_source("clear"))
@@ -271,6 +277,19 @@ class RedisDriver:
         args: list[ScriptArg] = [item.job_id, item.token, int(delay_s * 1000), int(refund)]
         with self._errors():
             return bool(await self._release(keys=keys, args=args))
+
+    async def push_unique(self, item: Outgoing) -> str:
+        keys, args = push_unique_call(self.keys, item)
+        try:
+            with self._errors():
+                reply = await self._push_unique(keys=keys, args=args)
+        except DriverError as exc:
+            raise DispatchError(f"could not dispatch: {exc}") from exc
+        return unique_holder(reply, item)
+
+    async def unlock(self, queue: str, unique_key: str, job_id: str) -> None:
+        with self._errors():
+            await self._unlock(keys=[unique_lock_key(self.keys(queue), unique_key)], args=[job_id])
 
     async def ack_then(self, item: Reserved, then: Sequence[Outgoing]) -> bool:
         keys = ack_then_keys(self.keys(item.queue))

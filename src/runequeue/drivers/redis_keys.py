@@ -100,6 +100,11 @@ def lua_source(name: str) -> str:
     return resources.files("runequeue.drivers").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
+def push_unique_source() -> str:
+    """push.lua behind the lock prelude of push_unique.lua: the push is written once."""
+    return lua_source("push_unique") + lua_source("push")
+
+
 def as_text(value: Any) -> str:
     """A reply value as text (redis-py hands back bytes)."""
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -135,6 +140,24 @@ def bury_keys(k: QueueKeys) -> list[str]:
 
 def ack_then_keys(k: QueueKeys) -> list[str]:
     return [k.reserved, k.payload, k.attempts, k.tries, k.token, k.ready, k.notify]
+
+
+def unique_lock_key(k: QueueKeys, unique_key: str) -> str:
+    """The lock of a unique job, beside its queue's keys (same hash tag, same Cluster slot)."""
+    return f"{k.ready}:unique:{unique_key}"
+
+
+def push_unique_call(keys: KeyCache, item: Outgoing) -> Call:
+    """The ``push_unique`` script call of one unique job (`PUSH_UNIQUE_SOURCE`)."""
+    assert item.unique_key is not None
+    k = keys(item.queue)
+    lock_ms = max(int(item.unique_for_s * 1000), 1)
+    return [*push_keys(k), unique_lock_key(k, item.unique_key)], [*_push_args([item]), lock_ms]
+
+
+def unique_holder(reply: Any, item: Outgoing) -> str:
+    """The id ``push_unique`` answered: the job holding the lock, or ``item``'s once stored."""
+    return as_text(reply) if isinstance(reply, bytes | str) else item.job_id
 
 
 def follower_args(item: Reserved, then: Sequence[Outgoing]) -> list[ScriptArg]:

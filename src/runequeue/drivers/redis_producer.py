@@ -23,7 +23,10 @@ from runequeue.drivers.redis_keys import (
     extend_keys,
     lua_source,
     push_calls,
+    push_unique_call,
+    push_unique_source,
     total,
+    unique_holder,
 )
 from runequeue.errors import DispatchError, DriverError
 
@@ -46,9 +49,19 @@ class RedisProducer:
         self._push = self.client.register_script(lua_source("push"))
         self._push_line = ScriptLine(self.client, lua_source("push"))
         self._clear = self.client.register_script(lua_source("clear"))
+        self._push_unique = self.client.register_script(push_unique_source())
 
     def _errors(self) -> contextlib.AbstractContextManager[None]:
         return mapped_errors(self.url, on_read_only=self.client.connection_pool.disconnect)
+
+    def push_unique(self, item: Outgoing) -> str:
+        keys, args = push_unique_call(self.keys, item)
+        try:
+            with self._errors():
+                reply = self._push_unique(keys=keys, args=args)
+        except DriverError as exc:
+            raise DispatchError(f"could not dispatch: {exc}") from exc
+        return unique_holder(reply, item)
 
     def push(self, items: Sequence[Outgoing]) -> int:
         calls = push_calls(self.keys, items)

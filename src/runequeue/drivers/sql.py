@@ -17,7 +17,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from runequeue.drivers.base import Outgoing
 from runequeue.failure_reasons import HOOK_CLAIMED, lease_expired_text, too_large_text
-from runequeue.schema import DEAD, LEASED, READY, RECOVERED, jobs
+from runequeue.schema import DEAD, LEASED, READY, RECOVERED, job_locks, jobs
 
 LEASE_EXPIRED = lease_expired_text()
 
@@ -363,4 +363,45 @@ def size(queue: str) -> sa.Select[Any]:
 def clear(queue: str) -> sa.Executable:
     return sa.delete(jobs).where(
         jobs.c.queue == queue, jobs.c.state.in_([READY, LEASED, RECOVERED])
+    )
+
+
+# Unique jobs' locks (`schema.job_locks`).
+
+
+def free_expired_lock(dialect: str, queue: str, lock_key: str) -> sa.Executable:
+    """Delete the lock of (``queue``, ``lock_key``) if it has expired (its worker died)."""
+    return sa.delete(job_locks).where(
+        job_locks.c.queue == queue,
+        job_locks.c.lock_key == lock_key,
+        job_locks.c.expires_at <= now_ms(dialect),
+    )
+
+
+def take_lock(dialect: str, queue: str, lock_key: str, job_id: str, ttl_ms: int) -> sa.Executable:
+    """Insert the lock unless it is held. Two callers racing for it meet on the primary key: one
+    inserts, the other waits for its transaction and skips."""
+    values = {
+        "queue": queue, "lock_key": lock_key, "job_id": job_id,
+        "expires_at": now_ms(dialect) + ttl_ms,
+    }  # fmt: skip
+    if dialect == "sqlite":
+        return sqlite.insert(job_locks).values(values).on_conflict_do_nothing()
+    if dialect == "postgresql":
+        return postgresql.insert(job_locks).values(values).on_conflict_do_nothing()
+    return mysql.insert(job_locks).values(values).prefix_with("IGNORE")
+
+
+def lock_holder(queue: str, lock_key: str) -> sa.Executable:
+    return sa.select(job_locks.c.job_id).where(
+        job_locks.c.queue == queue, job_locks.c.lock_key == lock_key
+    )
+
+
+def free_lock(queue: str, lock_key: str, job_id: str) -> sa.Executable:
+    """Delete the lock if ``job_id`` still holds it."""
+    return sa.delete(job_locks).where(
+        job_locks.c.queue == queue,
+        job_locks.c.lock_key == lock_key,
+        job_locks.c.job_id == job_id,
     )

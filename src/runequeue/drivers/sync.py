@@ -28,6 +28,11 @@ class SyncDriver:
             _run_blocking(self._run(item))
         return len(items)  # each one ran
 
+    def push_unique(self, item: Outgoing) -> str:
+        """Run it: nothing is queued here, so there is no other copy to be unique against."""
+        self.push([item])
+        return item.job_id
+
     async def push_async(self, items: Sequence[Outgoing]) -> None:
         for item in items:
             await self._run(item)

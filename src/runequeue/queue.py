@@ -120,8 +120,7 @@ class Queue:
             except DispatchError as exc:
                 raise _partly_stored(exc, stored) from exc
         if events.listening(events.JobQueued):
-            for connection, items in groups.items():
-                _queued(connection, items)
+            _queued_groups(groups, stored)
         return stored
 
     @staticmethod
@@ -143,8 +142,7 @@ class Queue:
             except DispatchError as exc:
                 raise _partly_stored(exc, stored) from exc
         if events.listening(events.JobQueued):
-            for connection, items in groups.items():
-                _queued(connection, items)
+            _queued_groups(groups, stored)
         return stored
 
     @staticmethod
@@ -202,6 +200,14 @@ def _store_many(producer: Producer, items: Sequence[Outgoing]) -> list[str]:
 def _push_one(producer: Producer, item: Outgoing) -> str:
     producer.push([item])
     return item.job_id
+
+
+def _queued_groups(groups: dict[QueueConfig, list[Outgoing]], ids: Sequence[str]) -> None:
+    """`JobQueued` for the jobs of a bulk dispatch that were stored: ``ids`` holds, in the
+    groups' order, each job's own id, or for a unique job not stored, its lock holder's."""
+    held = iter(ids)
+    for connection, items in groups.items():
+        _queued(connection, [item for item in items if next(held) == item.job_id])
 
 
 def _queued(connection: QueueConfig, items: Sequence[Outgoing]) -> None:

@@ -10,7 +10,7 @@ import dataclasses
 import threading
 from pathlib import Path
 
-from runequeue import Queue, QueueConfig
+from runequeue import JobQueued, Queue, QueueConfig
 from runequeue.drivers.base import Driver
 from tests.conformance.test_contract import with_driver
 from tests.support.jobs import OncePerUser, UniqueFails, UniqueUntilProcessing, read_ledger
@@ -63,11 +63,17 @@ def test_fifty_concurrent_dispatches_of_one_key_store_one_job(
     ledger = str(tmp_path / "ledger")
     start = threading.Barrier(50)
     ids: list[str] = []
+    errors: list[BaseException] = []
     lock = threading.Lock()
 
     def dispatch(n: int) -> None:
         start.wait()
-        job_id = Queue.dispatch(backend, OncePerUser(ledger, user_id=7, note_text=str(n)))
+        try:
+            job_id = Queue.dispatch(backend, OncePerUser(ledger, user_id=7, note_text=str(n)))
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+            raise
         with lock:
             ids.append(job_id)
 
@@ -76,6 +82,7 @@ def test_fifty_concurrent_dispatches_of_one_key_store_one_job(
         thread.start()
     for thread in threads:
         thread.join(60)
+    assert errors == []
     assert len(ids) == 50 and len(set(ids)) == 1
     assert Queue.size(backend) == 1
 
@@ -140,3 +147,18 @@ def test_the_lock_expires_after_unique_for_when_its_worker_died(
 
     with_driver(backend, die_holding_it)
     assert Queue.dispatch(backend, Brief(ledger, user_id=1)) != first
+
+
+def test_a_unique_job_not_stored_is_not_heard_as_queued(
+    backend: QueueConfig, tmp_path: Path
+) -> None:
+    ledger = str(tmp_path / "ledger")
+    queued: list[JobQueued] = []
+    remove = Queue.on(JobQueued, queued.append)
+    try:
+        first = Queue.dispatch(backend, OncePerUser(ledger, user_id=1))
+        many = Queue.dispatch_many(backend, [OncePerUser(ledger, 1), OncePerUser(ledger, 2)])
+        assert Queue.dispatch(backend, OncePerUser(ledger, user_id=1)) == first
+    finally:
+        remove()
+    assert [event.job_id for event in queued] == [first, many[1]]

@@ -45,6 +45,7 @@ from runequeue.payload import DEFAULT_MAX_BYTES
 from runequeue.schema import READY, RECOVERED
 
 NOTIFY_CHANNEL = "runequeue_jobs"
+DEADLOCK_TRIES = 5  # a unique dispatch chosen as a deadlock victim is tried again this often
 RECOVER_EVERY_S = 1.0  # reserve also recovers expired leases, at most this often per queue
 FIRST_POLL_S = 0.05
 LISTEN_AGAIN_S = 30.0  # after a failed LISTEN, the worker polls and tries again this often
@@ -130,24 +131,40 @@ class DatabaseQueue:
     def push_unique(self, item: Outgoing) -> str:
         """Store a unique job unless another holds its lock: one transaction, which takes the
         lock and stores the job, or reads who holds it."""
-        assert item.unique_key is not None
-        ttl_ms = max(int(item.unique_for_s * 1000), 1)
         try:
-            with self._errors(), self.engine.begin() as conn:
-                conn.execute(sql.free_expired_lock(self.dialect, item.queue, item.unique_key))
-                lock = sql.take_lock(self.dialect, item.queue, item.unique_key, item.job_id, ttl_ms)
-                holder = None
-                while holder is None:  # None: its holder freed it meanwhile; take it again
-                    conn.execute(lock)
-                    # Read back rather than trust the row count (psycopg reports -1 for an
-                    # insert that did nothing on conflict): this job holds it now, or another.
-                    holder = conn.execute(sql.lock_holder(item.queue, item.unique_key)).scalar()
-                if str(holder) == item.job_id:
-                    store_jobs(conn, [item])
-                    return item.job_id
-                return str(holder)
+            with self._errors():
+                for attempt in range(DEADLOCK_TRIES):
+                    try:
+                        return self._push_unique_once(item)
+                    except sa.exc.DBAPIError as exc:
+                        # MySQL may pick one of two dispatches racing for a lock as a deadlock
+                        # victim and roll it back: taken again, it finds the other's lock.
+                        if not _deadlock(exc) or attempt == DEADLOCK_TRIES - 1:
+                            raise
+                raise AssertionError("unreachable")
         except DriverError as exc:
             raise DispatchError(f"could not dispatch: {exc}") from exc
+
+    def _push_unique_once(self, item: Outgoing) -> str:
+        assert item.unique_key is not None
+        ttl_ms = max(int(item.unique_for_s * 1000), 1)
+        queue, key = item.queue, item.unique_key
+        with self.engine.begin() as conn:
+            conn.execute(sql.take_lock(self.dialect, queue, key, item.job_id, ttl_ms))
+            # Read back rather than trust row counts (psycopg reports -1 for an insert that did
+            # nothing on conflict): this job holds it now, or another does.
+            holder = conn.execute(sql.lock_holder(self.dialect, queue, key)).first()
+            if holder is not None and holder.expired:
+                # Its worker died: take it over. Only on this rare path does the transaction
+                # write to a row others hold a shared lock on (MySQL may then pick a deadlock
+                # victim, which `push_unique` tries again).
+                taking = sql.take_expired_lock(self.dialect, queue, key, item.job_id, ttl_ms)
+                conn.execute(taking)
+                holder = conn.execute(sql.lock_holder(self.dialect, queue, key)).first()
+            if holder is None or str(holder.job_id) == item.job_id:
+                store_jobs(conn, [item])
+                return item.job_id
+            return str(holder.job_id)
 
     def unlock(self, queue: str, unique_key: str, job_id: str) -> None:
         self._each([sql.free_lock(queue, unique_key, job_id)])
@@ -319,6 +336,12 @@ class DatabaseQueue:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _deadlock(exc: sa.exc.DBAPIError) -> bool:
+    """MySQL's 1213 (deadlock, rolled back) or PostgreSQL's 40P01."""
+    code = getattr(exc.orig, "sqlstate", None) or (getattr(exc.orig, "args", None) or [None])[0]
+    return code in (1213, "40P01")
 
 
 def _text_or_none(stored: bytes | None) -> str | None:

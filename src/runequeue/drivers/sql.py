@@ -369,12 +369,19 @@ def clear(queue: str) -> sa.Executable:
 # Unique jobs' locks (`schema.job_locks`).
 
 
-def free_expired_lock(dialect: str, queue: str, lock_key: str) -> sa.Executable:
-    """Delete the lock of (``queue``, ``lock_key``) if it has expired (its worker died)."""
-    return sa.delete(job_locks).where(
-        job_locks.c.queue == queue,
-        job_locks.c.lock_key == lock_key,
-        job_locks.c.expires_at <= now_ms(dialect),
+def take_expired_lock(
+    dialect: str, queue: str, lock_key: str, job_id: str, ttl_ms: int
+) -> sa.Executable:
+    """Take over the lock of (``queue``, ``lock_key``) if it has expired (its worker died)."""
+    now = now_ms(dialect)
+    return (
+        sa.update(job_locks)
+        .where(
+            job_locks.c.queue == queue,
+            job_locks.c.lock_key == lock_key,
+            job_locks.c.expires_at <= now,
+        )
+        .values(job_id=job_id, expires_at=now + ttl_ms)
     )
 
 
@@ -392,8 +399,10 @@ def take_lock(dialect: str, queue: str, lock_key: str, job_id: str, ttl_ms: int)
     return mysql.insert(job_locks).values(values).prefix_with("IGNORE")
 
 
-def lock_holder(queue: str, lock_key: str) -> sa.Executable:
-    return sa.select(job_locks.c.job_id).where(
+def lock_holder(dialect: str, queue: str, lock_key: str) -> sa.Select[Any]:
+    """Who holds the lock (``job_id``), and whether it has ``expired``."""
+    expired = (job_locks.c.expires_at <= now_ms(dialect)).label("expired")
+    return sa.select(job_locks.c.job_id, expired).where(
         job_locks.c.queue == queue, job_locks.c.lock_key == lock_key
     )
 

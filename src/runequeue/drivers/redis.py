@@ -44,6 +44,7 @@ from runequeue.drivers.redis_keys import (
     total,
     unique_holder,
     unique_lock_key,
+    with_followers,
 )
 from runequeue.drivers.redis_producer import RedisLeaseKeeper, RedisProducer
 from runequeue.errors import DispatchError, DriverError, DriverUnavailable
@@ -100,11 +101,11 @@ class RedisDriver:
         self._push = self.client.register_script(lua_source("push"))
         self._reserve = self.client.register_script(lua_source("reserve"))
         self._ack = self.client.register_script(lua_source("ack"))
-        self._ack_then = self.client.register_script(lua_source("ack_then"))
+        self._ack_then = self.client.register_script(with_followers("ack_then"))
         self._push_unique = self.client.register_script(push_unique_source())
         self._unlock = self.client.register_script(lua_source("unlock"))
         self._release = self.client.register_script(lua_source("release"))
-        self._bury = self.client.register_script(lua_source("bury"))
+        self._bury = self.client.register_script(with_followers("bury"))
         self._clear = self.client.register_script(lua_source("clear"))
         self._claim_hook = self.client.register_script(lua_source("claim_hook"))
         # Set when Redis answered READONLY (a failover demoted it): the next reserve reconnects.

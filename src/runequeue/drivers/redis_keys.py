@@ -100,6 +100,13 @@ def lua_source(name: str) -> str:
     return resources.files("runequeue.drivers").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
+def with_followers(name: str) -> str:
+    """``lua/<name>.lua`` with followers.lua's ``store_followers`` ahead of its code (after its
+    ``#!lua`` flags line, which must stay first): ack_then and bury store followers alike."""
+    flags, _, code = lua_source(name).partition("\n")
+    return f"{flags}\n{lua_source('followers')}{code}"
+
+
 def push_unique_source() -> str:
     """push.lua behind the lock prelude of push_unique.lua: the push is written once."""
     return lua_source("push_unique") + lua_source("push")

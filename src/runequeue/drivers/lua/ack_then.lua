@@ -5,8 +5,8 @@
 -- KEYS[1] = reserved zset, KEYS[2] = payload hash, KEYS[3] = attempts hash, KEYS[4] = tries hash,
 -- KEYS[5] = token hash, KEYS[6] = ready list, KEYS[7] = notify list
 -- ARGV[1] = id, ARGV[2] = lease token, then groups of three: id, payload, max_tries ('' = default)
--- Returns 1, or 0 (and nothing changed) when the caller no longer holds the lease. A follower
--- whose id is still stored is skipped: each step's id is fixed when its chain is dispatched.
+-- Returns 1, or 0 (and nothing changed) when the caller no longer holds the lease.
+-- store_followers: followers.lua, given ahead of this script.
 if redis.call('HGET', KEYS[5], ARGV[1]) ~= ARGV[2] then
   return 0
 end
@@ -14,15 +14,5 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 for k = 2, 5 do
   redis.call('HDEL', KEYS[k], ARGV[1])
 end
-for i = 3, #ARGV, 3 do
-  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
-    if ARGV[i + 2] ~= '' then
-      redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 2])
-    end
-    redis.call('RPUSH', KEYS[6], ARGV[i])
-    if redis.call('LLEN', KEYS[7]) < 64 then
-      redis.call('RPUSH', KEYS[7], 1)
-    end
-  end
-end
+store_followers(KEYS[2], KEYS[4], KEYS[6], KEYS[7], 3)
 return 1

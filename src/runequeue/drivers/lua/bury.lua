@@ -9,6 +9,7 @@
 -- max_tries ('' = default)
 -- Returns 1, or 0 when the caller no longer holds the lease. The payload stays until the worker
 -- has recorded the failure and purges it: record, then delete (never the other way round).
+-- store_followers: followers.lua, given ahead of this script.
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then
   return 0
 end
@@ -17,15 +18,5 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])
-for i = 4, #ARGV, 3 do
-  if redis.call('HSETNX', KEYS[5], ARGV[i], ARGV[i + 1]) == 1 then
-    if ARGV[i + 2] ~= '' then
-      redis.call('HSET', KEYS[6], ARGV[i], ARGV[i + 2])
-    end
-    redis.call('RPUSH', KEYS[7], ARGV[i])
-    if redis.call('LLEN', KEYS[8]) < 64 then
-      redis.call('RPUSH', KEYS[8], 1)
-    end
-  end
-end
+store_followers(KEYS[5], KEYS[6], KEYS[7], KEYS[8], 4)
 return 1

@@ -134,11 +134,7 @@ class Queue:
         stored: list[str] = []
         for connection, items in groups.items():
             try:
-                if any(item.unique_key is not None for item in items):
-                    stored += [await _push_unique_async(connection, item) for item in items]
-                else:
-                    await _push_async(connection, items)
-                    stored += (item.job_id for item in items)
+                stored += await _store_many_async(connection, items)
             except DispatchError as exc:
                 raise _partly_stored(exc, stored) from exc
         if events.listening(events.JobQueued):
@@ -195,6 +191,21 @@ def _store_many(producer: Producer, items: Sequence[Outgoing]) -> list[str]:
         producer.push_unique(item) if item.unique_key is not None else _push_one(producer, item)
         for item in items
     ]
+
+
+async def _store_many_async(connection: QueueConfig, items: Sequence[Outgoing]) -> list[str]:
+    """`_store_many` for async code."""
+    if all(item.unique_key is None for item in items):
+        await _push_async(connection, items)
+        return [item.job_id for item in items]
+    held = []
+    for item in items:
+        if item.unique_key is not None:
+            held.append(await _push_unique_async(connection, item))
+        else:
+            await _push_async(connection, [item])
+            held.append(item.job_id)
+    return held
 
 
 def _push_one(producer: Producer, item: Outgoing) -> str:

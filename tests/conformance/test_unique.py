@@ -13,7 +13,13 @@ from pathlib import Path
 from runequeue import JobQueued, Queue, QueueConfig
 from runequeue.drivers.base import Driver
 from tests.conformance.test_contract import with_driver
-from tests.support.jobs import OncePerUser, UniqueFails, UniqueUntilProcessing, read_ledger
+from tests.support.jobs import (
+    OncePerUser,
+    Record,
+    UniqueFails,
+    UniqueUntilProcessing,
+    read_ledger,
+)
 from tests.workers import failed_jobs, work
 
 
@@ -162,3 +168,22 @@ def test_a_unique_job_not_stored_is_not_heard_as_queued(
     finally:
         remove()
     assert [event.job_id for event in queued] == [first, many[1]]
+
+
+def test_a_bulk_dispatch_mixing_unique_and_plain_jobs_stores_each(
+    backend: QueueConfig, tmp_path: Path
+) -> None:
+    ledger = str(tmp_path / "ledger")
+    first = Queue.dispatch(backend, OncePerUser(ledger, user_id=1))
+    jobs = [OncePerUser(ledger, 1), Record(ledger), OncePerUser(ledger, 4), Record(ledger)]
+    many = Queue.dispatch_many(backend, jobs)
+
+    async def from_async() -> list[str]:
+        ids = await Queue.dispatch_many_async(backend, jobs)
+        await Queue.aclose_connections()
+        return ids
+
+    more = asyncio.run(from_async())
+    assert many[0] == first and more[0] == first and more[2] == many[2]
+    assert len({many[1], many[3], more[1], more[3]}) == 4
+    assert Queue.size(backend) == 6  # first, user 4, and four plain jobs

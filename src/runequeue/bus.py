@@ -2,26 +2,66 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 
 from runequeue import payload
+from runequeue.batches import Batch, PendingBatch, batch_of
 from runequeue.chains import encoded
 from runequeue.config import QueueConfig
 from runequeue.drivers.base import Outgoing
 from runequeue.errors import ConfigError
 from runequeue.job import Job
 from runequeue.payload import ChainRest, Step
-from runequeue.queue import push_encoded, push_encoded_async
+from runequeue.queue import batch_store, push_encoded, push_encoded_async
 
 
 class Bus:
-    """``Bus.chain([...])``: jobs run one after another."""
+    """``Bus.chain([...])``: jobs run one after another. ``Bus.batch([...])``: jobs run as one
+    batch, with callbacks when they are done; ``Bus.find_batch(config, id)`` reads one."""
 
     @staticmethod
     def chain(jobs: Sequence[Job]) -> PendingChain:
         """A chain of ``jobs``: each is dispatched once the one before it has succeeded; if one
         fails for good, the rest never run (and the ``catch`` job, if set, is dispatched)."""
         return PendingChain(jobs)
+
+    @staticmethod
+    def batch(jobs: Sequence[Job]) -> PendingBatch:
+        """A batch of ``jobs``, dispatched together (one round trip), run in any order; set its
+        ``then``, ``catch`` and ``finally_`` jobs, then ``dispatch(config)``."""
+        return PendingBatch(jobs)
+
+    @staticmethod
+    def find_batch(config: QueueConfig, batch_id: str) -> Batch | None:
+        """The batch ``batch_id`` on ``config``'s backend as it is now, or ``None``."""
+        store = batch_store(config)
+        record = store.find_batch(batch_id)
+        return batch_of(record, store, config.codec) if record is not None else None
+
+    @staticmethod
+    async def find_batch_async(config: QueueConfig, batch_id: str) -> Batch | None:
+        """`find_batch` for async code."""
+        return await asyncio.to_thread(Bus.find_batch, config, batch_id)
+
+    @staticmethod
+    def batches(config: QueueConfig, limit: int = 50) -> list[Batch]:
+        """The newest ``limit`` batches on ``config``'s backend, newest first."""
+        store = batch_store(config)
+        return [batch_of(record, store, config.codec) for record in store.list_batches(limit)]
+
+    @staticmethod
+    def prune_batches(
+        config: QueueConfig, *, hours: float = 24, unfinished_hours: float | None = None
+    ) -> int:
+        """Delete batches finished more than ``hours`` ago and, with ``unfinished_hours``,
+        unfinished ones created longer ago than that; returns how many."""
+        now = time.time()
+        unfinished_before = None if unfinished_hours is None else now - unfinished_hours * 3600
+        return batch_store(config).prune_batches(
+            finished_before=now - hours * 3600, unfinished_before=unfinished_before
+        )
 
 
 class PendingChain:

@@ -97,5 +97,9 @@ class DatabaseAccessDenied(FailedStoreError):
     """The database server refused DATABASE_URL's user or password."""
 
 
+class BatchNotFound(RuneQueueError):
+    """No batch has this id (it was never stored, or it was pruned)."""
+
+
 class AmbiguousJobRef(RuneQueueError):
     """A uuid prefix matches more than one failed job."""

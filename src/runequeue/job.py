@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, ClassVar, Literal, get_origin
 
 from runequeue.errors import DuplicateJobName, UnknownJob
+from runequeue.job_batch import JobBatch  # at run time: msgspec reads every annotation here
 
 # Seconds before a retry: one number, or one per failed attempt (the last one repeats).
 Backoff = float | Sequence[float]
@@ -51,6 +52,9 @@ class Job:
     # Set by the runner on the instance it builds, for idempotency keys and logging.
     job_id: str = ""
     attempt: int = 0
+    # A job of a batch (`Bus.batch`), or one of its callbacks: its batch, read when asked
+    # (``self.batch.cancelled()``, ``self.batch.add([...])``). ``None`` outside a batch.
+    batch: JobBatch | None = None
 
     job_name: ClassVar[str]
 

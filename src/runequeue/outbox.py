@@ -77,6 +77,8 @@ class FailureOutbox:
         one tries again.
         """
         for buried in await self.driver.buried(queue, 100):
+            if buried.reason is FailReason.LEASE_EXPIRED:
+                await self._count_in_batch(buried)
             failure = await self._hooked_failure(buried)
             try:
                 await self._record_and_purge(failure)
@@ -115,6 +117,17 @@ class FailureOutbox:
                 await call_failed_hook(job, LeaseExpired(message_of(buried.error)),
                                        timeout_s=timeout_s, threads=self._threads)  # fmt: skip
         return FailedJob(buried.job_id, self.connection, buried.queue, buried.raw, buried.error)
+
+    async def _count_in_batch(self, buried: Buried) -> None:
+        """Count the failure of a batch's job that the backend failed (its last worker died, so
+        no bury moved the batch). Done at every sweep until the job is purged: it counts once."""
+        try:
+            ref = self.codec.decode(buried.raw).batch
+        except PayloadError:
+            return  # unreadable: its batch cannot be known (nor its job run)
+        if ref and ref.counted:
+            batches = self.driver.batches()
+            await asyncio.to_thread(batches.batch_failed, buried.queue, ref.id, buried.job_id)
 
     async def _dispatch_catch(self, envelope: Envelope) -> None:
         """Store the catch job of a chain whose step the backend failed (its last worker died):

@@ -26,7 +26,8 @@ from runequeue.job import Backoff, Job, job_class
 
 ENVELOPE_VERSION = 1  # a plain job's: its bytes are what they were before chains existed
 CHAINED_VERSION = 2  # an envelope that carries the rest of its chain
-NEWEST_VERSION = CHAINED_VERSION  # the newest this code reads
+BATCHED_VERSION = 3  # an envelope of a batch's job, or callback
+NEWEST_VERSION = BATCHED_VERSION  # the newest this code reads
 
 
 class Step(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,6 +59,14 @@ class UniqueLock(msgspec.Struct, frozen=True, kw_only=True):
     until_processing: bool = False
 
 
+class BatchRef(msgspec.Struct, frozen=True, kw_only=True):
+    """The batch a job belongs to. A callback (then, catch, finally) refers to its batch too, so
+    that it can read it, but is not one of its jobs: its outcome is not ``counted``."""
+
+    id: str
+    counted: bool = True
+
+
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     """One stored job. Options left ``None`` take the worker's defaults."""
 
@@ -74,6 +83,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     # Left out of a plain job's bytes altogether (UNSET is not encoded).
     chain: ChainRest | msgspec.UnsetType = msgspec.UNSET
     unique: UniqueLock | msgspec.UnsetType = msgspec.UNSET
+    batch: BatchRef | msgspec.UnsetType = msgspec.UNSET
 
 
 _encoder = msgspec.json.Encoder()
@@ -99,6 +109,7 @@ def envelope_for(
     tries: int | None = None,
     timeout: float | None = None,
     backoff: Backoff | None = None,
+    batch: BatchRef | None = None,
 ) -> Envelope:
     """Build the envelope for ``job``; explicit arguments win over the class's options.
 
@@ -108,6 +119,7 @@ def envelope_for(
     """
     data = roundtrip.data_of(job)
     return Envelope(
+        v=ENVELOPE_VERSION if batch is None else BATCHED_VERSION,
         id=new_job_id(),
         job=type(job).job_name,
         data=msgspec.Raw(data),
@@ -117,6 +129,7 @@ def envelope_for(
         timeout=timeout if timeout is not None else job.timeout,
         created_at=time.time(),
         unique=msgspec.UNSET if job.unique_for is None else _unique_lock(job),
+        batch=msgspec.UNSET if batch is None else batch,
     )
 
 

@@ -18,7 +18,8 @@ import msgspec
 from runequeue import events, payload
 from runequeue.config import QueueConfig
 from runequeue.drivers import open_driver, open_producer
-from runequeue.drivers.base import Driver, Outgoing, Producer
+from runequeue.drivers.base import BatchStore, Driver, Outgoing, Producer
+from runequeue.drivers.memory_batches import SyncBatches
 from runequeue.drivers.sync import SyncDriver
 from runequeue.errors import DispatchError
 from runequeue.job import Backoff, Job
@@ -314,10 +315,9 @@ def _sync_driver(config: QueueConfig) -> SyncDriver:
     if driver is None:
         store = failed_store(config)
 
-        async def run(item: Outgoing) -> None:
-            await run_now(
-                item.raw, connection="sync", queue=item.queue, store=store, codec=config.codec
-            )
+        async def run(item: Outgoing, batches: SyncBatches) -> None:
+            await run_now(item.raw, connection="sync", queue=item.queue, store=store,
+                          codec=config.codec, batches=batches)  # fmt: skip
 
         driver = _sync_drivers[config] = SyncDriver(run)
     return driver
@@ -343,6 +343,11 @@ def push_encoded(config: QueueConfig, items: Sequence[Outgoing]) -> int:
 async def push_encoded_async(config: QueueConfig, items: Sequence[Outgoing]) -> None:
     """`push_encoded` for async code."""
     await _push_async(config, items)
+
+
+def batch_store(config: QueueConfig) -> BatchStore:
+    """The batches of ``config``'s backend, on this process's shared connection to it."""
+    return _producer(config).batches()
 
 
 def _producer(config: QueueConfig) -> Producer:

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Literal
 from runequeue import chains, events, payload
 from runequeue import job as job_registry
 from runequeue.deadlines import TICK_S, Deadlines
-from runequeue.drivers.base import Outgoing
+from runequeue.drivers.base import BatchStore, Outgoing
 from runequeue.errors import JobTimeout, PayloadError, RuneQueueError, UnknownJob
 from runequeue.failed_job import FailedJob
 from runequeue.job import Backoff, Job, is_async_handler
+from runequeue.job_batch import JobBatch
 from runequeue.logs import log_line
 from runequeue.payload import Codec, Envelope, UniqueLock
 from runequeue.retry import (
@@ -39,6 +40,7 @@ from runequeue.text import one_line, safe_str
 from runequeue.threads import DaemonThreadPool
 
 if TYPE_CHECKING:
+    from runequeue.drivers.memory_batches import SyncBatches
     from runequeue.failed_store import FailedJobStore
 
 log = logging.getLogger("runequeue.worker")
@@ -78,6 +80,8 @@ class Attempt:
     # A unique job's lock, to free once it is done or failed for good (unless it was freed when
     # the handler started).
     unique: UniqueLock | None = None
+    # The batch whose counters this outcome moves (not a callback's: it is not counted).
+    batch: str | None = None
 
     @property
     def status(self) -> Status:
@@ -128,6 +132,7 @@ async def run_attempt(
     deadlines: Deadlines | None = None,
     defer_unknown_jobs: bool = False,
     unlock: Unlock | None = None,
+    batches: Callable[[], BatchStore] | None = None,
 ) -> Attempt:
     """Run attempt number ``attempts`` of the stored job ``raw``.
 
@@ -135,6 +140,7 @@ async def run_attempt(
     ``KeyboardInterrupt`` from a handler included. ``asyncio.CancelledError`` does escape (the
     worker cancels a job on shutdown or when its lease is lost). With ``defer_unknown_jobs`` (a
     worker), a job whose class is not registered here is put back while it is young (`Defer`).
+    ``batches`` opens the backend's batches, for a batched job's ``self.batch``.
     """
     started = time.perf_counter()
     try:
@@ -145,6 +151,8 @@ async def run_attempt(
         job = payload.build_job(envelope, attempt=attempts)
     except PayloadError as exc:
         return await _unbuilt(envelope, attempts, exc, started, codec, defer_unknown_jobs)
+    if envelope.batch and batches is not None:
+        job.batch = JobBatch(envelope.batch.id, envelope.queue, batches(), codec)
     unique = await _starting(job, envelope, attempts, unlock)
 
     tries = envelope.max_tries if envelope.max_tries is not None else defaults.tries
@@ -164,7 +172,14 @@ async def run_attempt(
     then = chains.followers(envelope, decision, codec) if envelope.chain else ()
     if events.any_listener():
         await _announce(decision, job, envelope, attempts, error, duration_s)
-    return Attempt(decision, envelope.job, envelope.id, error, duration_s, then, unique)
+    batch = _counted_batch(envelope)
+    return Attempt(decision, envelope.job, envelope.id, error, duration_s, then, unique, batch)
+
+
+def _counted_batch(envelope: Envelope) -> str | None:
+    """The id of the batch whose counters the job's outcome moves, if any."""
+    ref = envelope.batch
+    return ref.id if ref and ref.counted else None
 
 
 async def _undecodable(raw: bytes, attempts: int, error: PayloadError, started: float) -> Attempt:
@@ -193,7 +208,8 @@ async def _unbuilt(
         await events.emit_async(failed)
     duration_s = time.perf_counter() - started
     unique = envelope.unique or None
-    return Attempt(decision, envelope.job, envelope.id, error, duration_s, then, unique)
+    batch = _counted_batch(envelope)
+    return Attempt(decision, envelope.job, envelope.id, error, duration_s, then, unique, batch)
 
 
 async def _starting(
@@ -449,30 +465,46 @@ def _log_unknown_job_deferred(attempt: Attempt, attempts: int) -> None:
     )  # fmt: skip
 
 
-async def run_once(raw: bytes, codec: Codec) -> Attempt:
+async def run_once(
+    raw: bytes, codec: Codec, batches: Callable[[], BatchStore] | None = None
+) -> Attempt:
     """Run a job's one and only attempt here and now, with no timeout, and log its line: the
     sync driver's dispatch, and a retried ``sync`` job."""
     attempt = await run_attempt(raw, 1, JobDefaults(tries=1, timeout_s=None), codec=codec,
-                                only_try=True)  # fmt: skip
+                                only_try=True, batches=batches)  # fmt: skip
     log_attempt(attempt, 1)
     return attempt
 
 
 async def run_now(
-    raw: bytes, *, connection: str, queue: str, store: FailedJobStore, codec: Codec
+    raw: bytes,
+    *,
+    connection: str,
+    queue: str,
+    store: FailedJobStore,
+    codec: Codec,
+    batches: SyncBatches | None = None,
 ) -> None:
-    """Run a job once, here and now (the sync driver).
+    """Run a job once, here and now (the sync driver), then what follows it: a chain's next
+    step, or the callbacks of its batch now due.
 
     On failure its hook is called and the failure recorded, then its error is raised. If the
     failure cannot be recorded (no ``failed_jobs`` table, database down), that is logged as a
     warning and the job's own error is still what the caller gets: code (and tests) that expect
     ``RuntimeError`` from a job must not get a storage error instead.
     """
-    attempt = await run_once(raw, codec)
+    attempt = await run_once(raw, codec, (lambda: batches) if batches is not None else None)
+    follows = list(attempt.then)
+    if attempt.batch is not None and batches is not None:
+        follows += batches.moved(attempt.batch, attempt.job_id, succeeded=attempt.error is None)
+
+    async def run_next(item: Outgoing) -> None:
+        await run_now(item.raw, connection=connection, queue=item.queue, store=store,
+                      codec=codec, batches=batches)  # fmt: skip
+
     if attempt.error is None:
-        for step in attempt.then:  # the rest of a chain, in order
-            await run_now(step.raw, connection=connection, queue=step.queue, store=store,
-                          codec=codec)  # fmt: skip
+        for item in follows:  # the rest of a chain, in order; a batch's then and finally
+            await run_next(item)
         return
     failure = FailedJob(attempt.job_id, connection, queue, raw, attempt.error_text())
     try:
@@ -485,11 +517,10 @@ async def run_now(
             type(attempt.error).__name__,
             one_line(exc),  # whatever the database said
         )
-    for catch in attempt.then:  # a chain's catch job; the caller still gets this job's error
+    for item in follows:  # a catch job (a chain's, a batch's); the caller still gets this error
         try:
-            await run_now(catch.raw, connection=connection, queue=catch.queue, store=store,
-                          codec=codec)  # fmt: skip
+            await run_next(item)
         except Exception:
-            log.warning("the catch job %s of failed job %s failed too", catch.job_id,
+            log.warning("%s, which follows failed job %s, failed too", item.job_id,
                         attempt.job_id)  # fmt: skip
     raise attempt.error

@@ -79,6 +79,27 @@ job_locks = sa.Table(
 )
 
 
+# Batches (`Bus.batch`) on the database driver, after Laravel's table of the same name: one row per
+# batch, locked and updated in the transaction that acknowledges or fails each of its jobs.
+# Times are epoch milliseconds; ``callbacks`` holds the then/catch/finally jobs not stored yet.
+job_batches = sa.Table(
+    "job_batches",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("queue", sa.String(255), nullable=False),
+    sa.Column("total_jobs", sa.Integer(), nullable=False),
+    sa.Column("pending_jobs", sa.Integer(), nullable=False),
+    sa.Column("failed_jobs", sa.Integer(), nullable=False),
+    sa.Column("failed_job_ids", _LongText, nullable=False),  # a JSON list
+    sa.Column("allow_failures", sa.Boolean(), nullable=False),
+    sa.Column("callbacks", _LongText, nullable=False),
+    sa.Column("created_at", sa.BigInteger(), nullable=False, index=True),
+    sa.Column("finished_at", sa.BigInteger(), nullable=True),
+    sa.Column("cancelled_at", sa.BigInteger(), nullable=True),
+)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Migration:
     """What `run_migrations` did: tables created, and old SQLite tables rebuilt."""

@@ -57,10 +57,11 @@ class Settler:
     async def settle(self, item: Reserved, attempt: Attempt) -> None:
         decision = attempt.decision
         if isinstance(decision, Ack):
-            if attempt.then or attempt.unique is not None:
-                # A chain's next step, stored in the same atomic step as the ack; or a unique
-                # job, whose lock is freed once its ack has landed: acked on its own, at once.
-                await self._ack_then(item, attempt.then)
+            if attempt.then or attempt.unique is not None or attempt.batch is not None:
+                # A chain's next step, stored in the same atomic step as the ack; a job of a
+                # batch, whose counters move in that step; or a unique job, whose lock is freed
+                # once its ack has landed: acked on its own, at once.
+                await self._ack_then(item, attempt.then, attempt.batch)
                 await self._free_lock(item, attempt.unique)
                 return
             self._acks.put_nowait(item)  # the heartbeat keeps the lease until the ack lands
@@ -71,7 +72,7 @@ class Settler:
             await self._release(item, delay_s=decision.delay_s, refund=refund)
         else:
             self.processed += 1
-            await self._fail(item, attempt.error_text(), attempt.then)
+            await self._fail(item, attempt.error_text(), attempt.then, attempt.batch)
             await self._free_lock(item, attempt.unique)
         self._heartbeat.untrack(item)
 
@@ -100,9 +101,9 @@ class Settler:
         log.error("release of %s gave up after %d tries; the job runs again when its lease "
                   "expires", item.job_id, RELEASE_TRIES)  # fmt: skip
 
-    async def _ack_then(self, item: Reserved, then: Sequence[Outgoing]) -> None:
+    async def _ack_then(self, item: Reserved, then: Sequence[Outgoing], batch: str | None) -> None:
         acked = await self._until_it_lands(
-            "ack", lambda: self.driver.ack_then(item, then), self._ack_backoff
+            "ack", lambda: self.driver.ack_then(item, then, batch), self._ack_backoff
         )
         self.processed += 1
         self._heartbeat.untrack(item)
@@ -110,11 +111,13 @@ class Settler:
             log.warning("LOST  %s: finished, but its lease had expired; it may run again",
                         item.job_id)  # fmt: skip
 
-    async def _fail(self, item: Reserved, error: str, then: Sequence[Outgoing]) -> None:
+    async def _fail(
+        self, item: Reserved, error: str, then: Sequence[Outgoing], batch: str | None
+    ) -> None:
         """Record, then delete (invariant 5): bury in the outbox (storing ``then``, a chain's
-        catch job, in the same step), record, purge."""
+        catch job, and moving ``batch`` in the same step), record, purge."""
         buried = await self._until_it_lands(
-            "fail", lambda: self.driver.bury(item, error, then), self._settle_backoff
+            "fail", lambda: self.driver.bury(item, error, then, batch), self._settle_backoff
         )
         if not buried:
             log.warning("fail of %s refused: lease lost", item.job_id)

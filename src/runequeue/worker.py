@@ -300,7 +300,7 @@ class Worker:
             attempt = await run_attempt(
                 item.raw, item.attempts, self.options.defaults, self._threads,
                 codec=self.codec, deadlines=self._deadlines, defer_unknown_jobs=True,
-                unlock=self.driver.unlock,
+                unlock=self.driver.unlock, batches=self.driver.batches,
             )  # fmt: skip
         except asyncio.CancelledError:
             await self._interrupted(item)

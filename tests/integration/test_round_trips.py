@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 import redis.asyncio.connection
+import redis.connection
 
-from runequeue import Queue, QueueConfig
+from runequeue import Bus, Queue, QueueConfig
 from tests.support.jobs import TypedUser
 from tests.workers import run_worker
 
@@ -103,3 +104,25 @@ def test_async_dispatch_after_redis_lost_its_scripts(config: QueueConfig) -> Non
 
     asyncio.run(dispatch_twice())
     assert Queue.size(config) == 2502
+
+
+def test_a_batch_of_ten_thousand_jobs_is_dispatched_in_a_bounded_number_of_round_trips(
+    config: QueueConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Bus.batch([TypedUser(user_id=0)]).dispatch(config)  # connects
+    sends = 0
+    send: Any = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal sends
+        sends += 1
+        send(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    batch = Bus.batch([TypedUser(user_id=n) for n in range(10_000)]).dispatch(config)
+
+    # One MULTI/EXEC (the record, the index, and ten push calls of 1,000), and redis-py's
+    # SCRIPT EXISTS for the scripts in it.
+    assert sends <= 2
+    assert Queue.size(config) == 10_001
+    assert batch.total_jobs == 10_000

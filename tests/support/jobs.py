@@ -453,3 +453,66 @@ class UniqueFails(Job, name="tests.UniqueFails"):
     async def handle(self) -> None:
         note(self.ledger, "start", self)
         raise Boom("fails")
+
+
+@dataclasses.dataclass
+class BatchMember(Job, name="tests.BatchMember"):
+    """A job of a batch: notes ``start:<tag>``, sleeps ``seconds``, fails if ``fail`` (one try),
+    else notes ``done:<tag>``."""
+
+    ledger: str
+    tag: str
+    fail: bool = False
+    seconds: float = 0.0
+    tries = 1
+
+    async def handle(self) -> None:
+        note(self.ledger, f"start:{self.tag}", self)
+        await asyncio.sleep(self.seconds)
+        if self.fail:
+            raise Boom(f"{self.tag} fails")
+        note(self.ledger, f"done:{self.tag}", self)
+
+
+@dataclasses.dataclass
+class BatchCallback(Job, name="tests.BatchCallback"):
+    """A batch's then, catch or finally job: notes ``<tag>:<batch id>`` (its batch, read)."""
+
+    ledger: str
+    tag: str
+
+    async def handle(self) -> None:
+        assert self.batch is not None
+        batch = await self.batch.fresh_async()
+        note(self.ledger, f"{self.tag}:{batch.id}", self)
+
+
+@dataclasses.dataclass
+class SeesCancelled(Job, name="tests.SeesCancelled"):
+    """Notes ``cancelled:<True|False>``: whether its batch is cancelled, asked from a thread."""
+
+    ledger: str
+
+    def handle(self) -> None:
+        assert self.batch is not None
+        note(self.ledger, f"cancelled:{self.batch.cancelled()}", self)
+
+
+@dataclasses.dataclass
+class GrowsBatch(Job, name="tests.GrowsBatch"):
+    """Adds ``count`` `BatchMember` jobs to its own batch, then notes ``grew``."""
+
+    ledger: str
+    count: int
+
+    async def handle(self) -> None:
+        assert self.batch is not None
+        jobs = [BatchMember(self.ledger, f"added{i}") for i in range(self.count)]
+        await self.batch.add_async(jobs)
+        note(self.ledger, "grew", self)
+
+
+class SturdyBatchMember(BatchMember, name="tests.SturdyBatchMember"):
+    """A `BatchMember` with three tries: one whose worker is killed runs again."""
+
+    tries = 3

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from runequeue.failure_reasons import FailReason, reason_of
+
+if TYPE_CHECKING:
+    from runequeue.batch_state import BatchRecord
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -97,6 +100,9 @@ class Producer(Protocol):
         and storing the job are one atomic step; the lock lasts ``item.unique_for_s`` at most.
         Raises ``DispatchError`` when unreachable."""
 
+    def batches(self) -> BatchStore:
+        """The backend's batches (`Bus.batch`), on this producer's connection."""
+
     def size(self, queue: str) -> int:
         """Jobs waiting, delayed or reserved on ``queue``."""
 
@@ -139,17 +145,29 @@ class Driver(Protocol):
     async def ack(self, items: Sequence[Reserved]) -> list[bool]:
         """Delete finished jobs; ``False`` for a job whose lease was lost."""
 
-    async def ack_then(self, item: Reserved, then: Sequence[Outgoing]) -> bool:
+    async def ack_then(
+        self, item: Reserved, then: Sequence[Outgoing], batch: str | None = None
+    ) -> bool:
         """Delete a finished job and store ``then`` (ready, on ``item``'s queue: a chain's next
         step) in one atomic step, while the lease is held; ``False``, and nothing changed, when
-        it was lost. A job of ``then`` whose id is still stored is skipped."""
+        it was lost. A job of ``then`` whose id is still stored is skipped. For a job of
+        ``batch`` (on its queue), the batch's counters move in that same step, and the batch's
+        callbacks then due are stored (`batch_state` says the rules); a batch that no longer
+        exists is passed over."""
 
     async def release(self, item: Reserved, *, delay_s: float, refund: bool) -> bool:
         """Put a reserved job back, after ``delay_s``; ``refund`` gives the attempt back."""
 
-    async def bury(self, item: Reserved, error: str, then: Sequence[Outgoing] = ()) -> bool:
+    async def bury(
+        self,
+        item: Reserved,
+        error: str,
+        then: Sequence[Outgoing] = (),
+        batch: str | None = None,
+    ) -> bool:
         """Move a reserved job to the failed outbox (kept until `purge`), and store ``then`` (as
-        for `ack_then`: a chain's catch job) in the same atomic step."""
+        for `ack_then`: a chain's catch job) and move ``batch``'s counters in the same atomic
+        step."""
 
     async def buried(self, queue: str, limit: int) -> list[Buried]:
         """Jobs in the failed outbox of ``queue``, oldest first."""
@@ -169,7 +187,40 @@ class Driver(Protocol):
     def lease_keeper(self) -> LeaseKeeper:
         """A new `LeaseKeeper` with a connection of its own."""
 
+    def batches(self) -> BatchStore:
+        """The backend's batches, blocking (jobs use it from their threads, or through
+        ``asyncio.to_thread``); opened once, closed with the driver."""
+
     async def close(self) -> None: ...
+
+
+class BatchStore(Protocol):
+    """A backend's batches (`runequeue.batches`): blocking, like `Producer`. The counters move in
+    `Driver.ack_then` and `Driver.bury`, with each job's outcome; these are the rest."""
+
+    def create_batch(self, record: BatchRecord, jobs: Sequence[Outgoing]) -> None:
+        """Store ``record`` and its ``jobs`` (on ``record.queue``) in one atomic step.
+        Raises ``DispatchError`` when unreachable."""
+
+    def add_to_batch(self, batch_id: str, queue: str, jobs: Sequence[Outgoing]) -> bool:
+        """Store ``jobs`` in the batch and count them in its total and pending jobs, in one
+        atomic step; ``False``, and nothing stored, when the batch does not exist."""
+
+    def find_batch(self, batch_id: str) -> BatchRecord | None: ...
+
+    def list_batches(self, limit: int) -> list[BatchRecord]:
+        """The newest ``limit`` batches, newest first."""
+
+    def cancel_batch(self, batch_id: str) -> bool:
+        """Set the batch's ``cancelled_at`` (unless set); ``False`` when it does not exist."""
+
+    def batch_failed(self, queue: str, batch_id: str, job_id: str) -> None:
+        """Count a failure of a job of the batch that the backend failed itself (its last
+        lease expired), storing the callbacks then due. Idempotent per job id."""
+
+    def prune_batches(self, *, finished_before: float, unfinished_before: float | None) -> int:
+        """Delete batches finished before ``finished_before`` (epoch seconds) and, if given,
+        unfinished ones created before ``unfinished_before``; returns how many."""
 
 
 class LeaseKeeper(Protocol):

@@ -32,7 +32,17 @@ import sqlalchemy as sa
 from runequeue.config import QueueConfig
 from runequeue.db_engine import create_engine, mapped_errors, normalized_url
 from runequeue.drivers import sql
-from runequeue.drivers.base import Batch, Buried, Driver, LeaseKeeper, Outgoing, Producer, Reserved
+from runequeue.drivers.base import (
+    Batch,
+    BatchStore,
+    Buried,
+    Driver,
+    LeaseKeeper,
+    Outgoing,
+    Producer,
+    Reserved,
+)
+from runequeue.drivers.sql_batches import DatabaseBatches, move_batch
 from runequeue.errors import (
     DatabaseAccessDenied,
     DispatchError,
@@ -296,21 +306,42 @@ class DatabaseQueue:
         # Delayed too: idle workers wake, reserve nothing, and learn when it is due.
         return self._each([statement], runnable=True)[0]
 
-    def bury(self, item: Reserved, error: str, then: Sequence[Outgoing] = ()) -> bool:
-        return self._settle_then(sql.bury(self.dialect, item.job_id, item.token, error), then)
+    def bury(
+        self,
+        item: Reserved,
+        error: str,
+        then: Sequence[Outgoing] = (),
+        batch: str | None = None,
+    ) -> bool:
+        settle = sql.bury(self.dialect, item.job_id, item.token, error)
+        return self._settle_then(settle, item, then, batch, succeeded=False)
 
-    def ack_then(self, item: Reserved, then: Sequence[Outgoing]) -> bool:
-        return self._settle_then(sql.ack(item.job_id, item.token), then)
+    def ack_then(self, item: Reserved, then: Sequence[Outgoing], batch: str | None = None) -> bool:
+        settle = sql.ack(item.job_id, item.token)
+        return self._settle_then(settle, item, then, batch, succeeded=True)
 
-    def _settle_then(self, settle: sa.Executable, then: Sequence[Outgoing]) -> bool:
-        """Run ``settle`` (one held job's ack or bury) and, if it held, store ``then``: one
-        transaction."""
+    def _settle_then(
+        self,
+        settle: sa.Executable,
+        item: Reserved,
+        then: Sequence[Outgoing],
+        batch: str | None,
+        *,
+        succeeded: bool,
+    ) -> bool:
+        """Run ``settle`` (one held job's ack or bury) and, if it held, store ``then`` and move
+        ``batch``: one transaction."""
         with self._errors(), self.engine.begin() as conn:
             if conn.execute(settle).rowcount != 1:
                 return False  # the lease was lost: nothing changes
+            if batch is not None:
+                then = [*then, *move_batch(conn, batch, item.job_id, succeeded=succeeded)]
             if then:
                 store_jobs(conn, then)
             return True
+
+    def batches(self) -> BatchStore:
+        return DatabaseBatches(self.engine, self._errors, store_jobs)
 
     def buried(self, queue: str, limit: int) -> list[Buried]:
         with self._errors(), self.engine.connect() as conn:
@@ -501,8 +532,10 @@ class DatabaseDriver:
             self._runnable_here()
         return released
 
-    async def ack_then(self, item: Reserved, then: Sequence[Outgoing]) -> bool:
-        return await asyncio.to_thread(self.queue.ack_then, item, then)
+    async def ack_then(
+        self, item: Reserved, then: Sequence[Outgoing], batch: str | None = None
+    ) -> bool:
+        return await asyncio.to_thread(self.queue.ack_then, item, then, batch)
 
     async def push_unique(self, item: Outgoing) -> str:
         return await asyncio.to_thread(self.queue.push_unique, item)
@@ -510,8 +543,14 @@ class DatabaseDriver:
     async def unlock(self, queue: str, unique_key: str, job_id: str) -> None:
         await asyncio.to_thread(self.queue.unlock, queue, unique_key, job_id)
 
-    async def bury(self, item: Reserved, error: str, then: Sequence[Outgoing] = ()) -> bool:
-        return await asyncio.to_thread(self.queue.bury, item, error, then)
+    async def bury(
+        self,
+        item: Reserved,
+        error: str,
+        then: Sequence[Outgoing] = (),
+        batch: str | None = None,
+    ) -> bool:
+        return await asyncio.to_thread(self.queue.bury, item, error, then, batch)
 
     async def buried(self, queue: str, limit: int) -> list[Buried]:
         return await asyncio.to_thread(self.queue.buried, queue, limit)
@@ -527,6 +566,9 @@ class DatabaseDriver:
 
     async def clear(self, queue: str) -> int:
         return await asyncio.to_thread(self.queue.clear, queue)
+
+    def batches(self) -> BatchStore:
+        return self.queue.batches()
 
     def lease_keeper(self) -> LeaseKeeper:
         return DatabaseQueue(self.url)  # an engine, and so connections, of its own

@@ -20,11 +20,22 @@ import dataclasses
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Literal
 
+from runequeue.batch_state import BatchRecord
 from runequeue.config import QueueConfig
-from runequeue.drivers.base import Batch, Buried, Driver, LeaseKeeper, Outgoing, Producer, Reserved
+from runequeue.drivers.base import (
+    Batch,
+    BatchStore,
+    Buried,
+    Driver,
+    LeaseKeeper,
+    Outgoing,
+    Producer,
+    Reserved,
+)
+from runequeue.drivers.memory_batches import MemoryBatchStore
 from runequeue.errors import DispatchError, DriverError, DriverUnavailable
 from runequeue.failure_reasons import HOOK_CLAIMED, lease_expired_text, too_large_text
 from runequeue.payload import DEFAULT_MAX_BYTES
@@ -86,6 +97,8 @@ class MemoryStore:
         self._faults: dict[Operation, _Fault] = {}
         # Unique jobs' locks: (queue, key) -> (job id, expiry on this store's clock).
         self._locks: dict[tuple[str, str], tuple[str, float]] = {}
+        # Batches by id (`memory_batches`), changed under the lock only.
+        self.batches: dict[str, BatchRecord] = {}
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = (
             collections.defaultdict(set)
         )
@@ -105,7 +118,7 @@ class MemoryStore:
             self._offset_s += seconds
             queues = [name for name, q in self._queues.items() if q.delayed or q.reserved]
         for name in queues:
-            self._wake(name)
+            self.wake([name])
 
     def reset(self) -> None:
         """Forget every job and fault."""
@@ -113,6 +126,7 @@ class MemoryStore:
             self._queues.clear()
             self._faults.clear()
             self._locks.clear()
+            self.batches.clear()
             self._offset_s = 0.0
 
     # -- the operations ----------------------------------------------------------------------
@@ -132,27 +146,38 @@ class MemoryStore:
         return self._clock() + self._offset_s
 
     def push(self, items: Sequence[Outgoing]) -> int:
+        with self._operation("push"):
+            stored, woken = self.store_locked(items)
+        self.wake(woken)
+        return stored
+
+    @contextlib.contextmanager
+    def changing(self, operation: Operation) -> Iterator[float]:
+        """Hold the store's lock for a change (failing as an injected fault says); gives the
+        store's time. For `memory_batches`, whose changes are atomic with the jobs they store."""
+        with self._operation(operation):
+            yield self._now()
+
+    def store_locked(self, items: Sequence[Outgoing]) -> tuple[int, set[str]]:
+        """Store ``items`` (under the lock): how many were stored, and the queues to `wake`."""
         stored = 0
         woken: set[str] = set()
-        with self._operation("push"):
-            now = self._now()
-            for item in items:
-                q = self._queues[item.queue]
-                if item.job_id in q.jobs:
-                    continue  # a push repeated after an ambiguous error stores nothing twice
-                q.jobs[item.job_id] = _Job(item.raw, item.max_tries)
-                if item.delay_s > 0:
-                    q.delayed[item.job_id] = now + item.delay_s
-                else:
-                    q.ready.append(item.job_id)
-                # A delayed job wakes idle workers too: their wait was set from the delayed jobs
-                # they saw, and this one may be due sooner.
-                q.wakeups = min(q.wakeups + 1, 64)
-                woken.add(item.queue)
-                stored += 1
-        for queue in woken:
-            self._wake(queue)
-        return stored
+        now = self._now()
+        for item in items:
+            q = self._queues[item.queue]
+            if item.job_id in q.jobs:
+                continue  # a push repeated after an ambiguous error stores nothing twice
+            q.jobs[item.job_id] = _Job(item.raw, item.max_tries)
+            if item.delay_s > 0:
+                q.delayed[item.job_id] = now + item.delay_s
+            else:
+                q.ready.append(item.job_id)
+            # A delayed job wakes idle workers too: their wait was set from the delayed jobs
+            # they saw, and this one may be due sooner.
+            q.wakeups = min(q.wakeups + 1, 64)
+            woken.add(item.queue)
+            stored += 1
+        return stored, woken
 
     def reserve(
         self, queue: str, count: int, *, lease_s: float, default_tries: int, alone: bool,
@@ -185,7 +210,7 @@ class MemoryStore:
             next_due = min(q.delayed.values()) - now if q.delayed else None
             waiting = bool(q.recovered)
         if moved:
-            self._wake(queue)
+            self.wake([queue])
         return Batch(jobs, None if next_due is None else max(next_due, 0.0), waiting)
 
     def _promote_and_recover(self, q: _Queue, now: float, default_tries: int) -> int:
@@ -271,7 +296,7 @@ class MemoryStore:
             else:
                 q.ready.append(item.job_id)
             q.wakeups = min(q.wakeups + 1, 64)
-        self._wake(item.queue)
+        self.wake([item.queue])
         return True
 
     def push_unique(self, item: Outgoing) -> str:
@@ -296,18 +321,24 @@ class MemoryStore:
             if held is not None and held[0] == job_id:
                 del self._locks[queue, unique_key]
 
-    def ack_then(self, item: Reserved, then: Sequence[Outgoing]) -> bool:
+    def ack_then(self, item: Reserved, then: Sequence[Outgoing], batch: str | None = None) -> bool:
         with self._operation("ack"):
             if self._holds(item) is None:
                 return False
             q = self._queues[item.queue]
             del q.reserved[item.job_id]
             del q.jobs[item.job_id]
-            self._store_followers(q, then)
-        self._wake(item.queue)
+            self._store_followers(q, [*then, *self._batch_moved(batch, item.job_id, True)])
+        self.wake([item.queue])
         return True
 
-    def bury(self, item: Reserved, error: str, then: Sequence[Outgoing] = ()) -> bool:
+    def bury(
+        self,
+        item: Reserved,
+        error: str,
+        then: Sequence[Outgoing] = (),
+        batch: str | None = None,
+    ) -> bool:
         with self._operation("bury"):
             job = self._holds(item)
             if job is None:
@@ -316,10 +347,19 @@ class MemoryStore:
             del q.reserved[item.job_id]
             job.token = None
             self._bury(q, item.job_id, self._now(), error)
+            then = [*then, *self._batch_moved(batch, item.job_id, False)]
             self._store_followers(q, then)
         if then:
-            self._wake(item.queue)
+            self.wake([item.queue])
         return True
+
+    def _batch_moved(self, batch: str | None, job_id: str, succeeded: bool) -> list[Outgoing]:
+        """Move ``batch``'s counters for its job (under the lock): the callbacks now due."""
+        record = self.batches.get(batch) if batch is not None else None
+        if record is None:
+            return []
+        now = self._now()
+        return record.succeeded(job_id, now) if succeeded else record.failed_for_good(job_id, now)
 
     @staticmethod
     def _store_followers(q: _Queue, then: Sequence[Outgoing]) -> None:
@@ -396,12 +436,14 @@ class MemoryStore:
                 return True
         return False
 
-    def _wake(self, queue: str) -> None:
-        with self._lock:
-            waiters = list(self._waiters.get(queue, ()))
-        for loop, event in waiters:
-            with contextlib.suppress(RuntimeError):  # that worker's loop has closed
-                loop.call_soon_threadsafe(event.set)
+    def wake(self, queues: Iterable[str]) -> None:
+        """Wake the workers waiting on ``queues`` (outside the lock)."""
+        for queue in queues:
+            with self._lock:
+                waiters = list(self._waiters.get(queue, ()))
+            for loop, event in waiters:
+                with contextlib.suppress(RuntimeError):  # that worker's loop has closed
+                    loop.call_soon_threadsafe(event.set)
 
 
 _default_store = MemoryStore()
@@ -447,8 +489,10 @@ class MemoryDriver:
     async def release(self, item: Reserved, *, delay_s: float, refund: bool) -> bool:
         return self.store.release(item, delay_s=delay_s, refund=refund)
 
-    async def ack_then(self, item: Reserved, then: Sequence[Outgoing]) -> bool:
-        return self.store.ack_then(item, then)
+    async def ack_then(
+        self, item: Reserved, then: Sequence[Outgoing], batch: str | None = None
+    ) -> bool:
+        return self.store.ack_then(item, then, batch)
 
     async def push_unique(self, item: Outgoing) -> str:
         return _dispatched_unique(self.store, item)
@@ -456,8 +500,14 @@ class MemoryDriver:
     async def unlock(self, queue: str, unique_key: str, job_id: str) -> None:
         self.store.unlock(queue, unique_key, job_id)
 
-    async def bury(self, item: Reserved, error: str, then: Sequence[Outgoing] = ()) -> bool:
-        return self.store.bury(item, error, then)
+    async def bury(
+        self,
+        item: Reserved,
+        error: str,
+        then: Sequence[Outgoing] = (),
+        batch: str | None = None,
+    ) -> bool:
+        return self.store.bury(item, error, then, batch)
 
     async def buried(self, queue: str, limit: int) -> list[Buried]:
         return self.store.buried(queue, limit)
@@ -477,6 +527,9 @@ class MemoryDriver:
     def lease_keeper(self) -> LeaseKeeper:
         return MemoryProducer(self.store)
 
+    def batches(self) -> BatchStore:
+        return MemoryBatchStore(self.store)
+
     async def close(self) -> None:
         return None
 
@@ -492,6 +545,9 @@ class MemoryProducer:
 
     def push_unique(self, item: Outgoing) -> str:
         return _dispatched_unique(self.store, item)
+
+    def batches(self) -> BatchStore:
+        return MemoryBatchStore(self.store)
 
     def size(self, queue: str) -> int:
         return self.store.size(queue)

@@ -17,7 +17,16 @@ import redis.asyncio as aioredis
 from redis.backoff import ExponentialWithJitterBackoff
 
 from runequeue.config import QueueConfig
-from runequeue.drivers.base import Batch, Buried, Driver, LeaseKeeper, Outgoing, Producer, Reserved
+from runequeue.drivers.base import (
+    Batch,
+    BatchStore,
+    Buried,
+    Driver,
+    LeaseKeeper,
+    Outgoing,
+    Producer,
+    Reserved,
+)
 from runequeue.drivers.redis_direct import Call
 from runequeue.drivers.redis_errors import mapped_errors, redacted
 from runequeue.drivers.redis_keys import (
@@ -29,6 +38,7 @@ from runequeue.drivers.redis_keys import (
     ack_keys,
     ack_then_keys,
     as_text,
+    batch_keys,
     bury_keys,
     claim_hook_keys,
     clear_keys,
@@ -44,7 +54,7 @@ from runequeue.drivers.redis_keys import (
     total,
     unique_holder,
     unique_lock_key,
-    with_followers,
+    with_helpers,
 )
 from runequeue.drivers.redis_producer import RedisLeaseKeeper, RedisProducer
 from runequeue.errors import DispatchError, DriverError, DriverUnavailable
@@ -101,13 +111,14 @@ class RedisDriver:
         self._push = self.client.register_script(lua_source("push"))
         self._reserve = self.client.register_script(lua_source("reserve"))
         self._ack = self.client.register_script(lua_source("ack"))
-        self._ack_then = self.client.register_script(with_followers("ack_then"))
+        self._ack_then = self.client.register_script(with_helpers("ack_then"))
         self._push_unique = self.client.register_script(push_unique_source())
         self._unlock = self.client.register_script(lua_source("unlock"))
         self._release = self.client.register_script(lua_source("release"))
-        self._bury = self.client.register_script(with_followers("bury"))
+        self._bury = self.client.register_script(with_helpers("bury"))
         self._clear = self.client.register_script(lua_source("clear"))
         self._claim_hook = self.client.register_script(lua_source("claim_hook"))
+        self._producer: RedisProducer | None = None  # for `batches`, opened on first use
         # Set when Redis answered READONLY (a failover demoted it): the next reserve reconnects.
         self._demoted = False
 
@@ -292,14 +303,24 @@ class RedisDriver:
         with self._errors():
             await self._unlock(keys=[unique_lock_key(self.keys(queue), unique_key)], args=[job_id])
 
-    async def ack_then(self, item: Reserved, then: Sequence[Outgoing]) -> bool:
-        keys = ack_then_keys(self.keys(item.queue))
+    async def ack_then(
+        self, item: Reserved, then: Sequence[Outgoing], batch: str | None = None
+    ) -> bool:
+        k = self.keys(item.queue)
+        keys = ack_then_keys(k) + (batch_keys(k, batch) if batch is not None else [])
         args = [item.job_id, item.token, *follower_args(item, then)]
         with self._errors():
             return bool(await self._ack_then(keys=keys, args=args))
 
-    async def bury(self, item: Reserved, error: str, then: Sequence[Outgoing] = ()) -> bool:
-        keys = bury_keys(self.keys(item.queue))
+    async def bury(
+        self,
+        item: Reserved,
+        error: str,
+        then: Sequence[Outgoing] = (),
+        batch: str | None = None,
+    ) -> bool:
+        k = self.keys(item.queue)
+        keys = bury_keys(k) + (batch_keys(k, batch) if batch is not None else [])
         args = [item.job_id, item.token, error, *follower_args(item, then)]
         with self._errors():
             reply = await self._bury(keys=keys, args=args)
@@ -407,9 +428,16 @@ class RedisDriver:
     def lease_keeper(self) -> LeaseKeeper:
         return RedisLeaseKeeper(self.url, prefix=self.prefix, timeout_s=self.timeout_s)
 
+    def batches(self) -> BatchStore:
+        if self._producer is None:
+            self._producer = RedisProducer(self.url, prefix=self.prefix, timeout_s=self.timeout_s)
+        return self._producer.batches()
+
     async def close(self) -> None:
         await self._drop_blocking()
         await self.client.aclose()
+        if self._producer is not None:
+            self._producer.close()
 
 
 _driver_check: type[Driver] = RedisDriver

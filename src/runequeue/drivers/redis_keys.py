@@ -15,6 +15,14 @@ Cluster slot and every script declares all its keys; invariant 6):
     queues:{Q}:errors     HASH  id -> why it failed
     queues:{Q}:notify     LIST  wake-up tokens for idle workers blocked in BLPOP
     queues:{Q}:recovered  LIST  jobs whose worker died running them
+    queues:{Q}:unique:K   STRING  the id of the unique job holding lock K (expires)
+    queues:{Q}:batch:B    HASH  batch B's record (lua/batch.lua lists its fields)
+    queues:{Q}:batch:B:failed  SET  ids of batch B's jobs failed now
+
+and, for finding a batch by its id alone (no atomic step touches them):
+
+    queues:batches        ZSET  batch id -> created (ms)
+    queues:batches:queue  HASH  batch id -> its queue
 
 Each Lua script is a file in ``lua/`` whose header says what its KEYS and ARGV are; the key list
 of each script is built here, once, in that order.
@@ -100,11 +108,17 @@ def lua_source(name: str) -> str:
     return resources.files("runequeue.drivers").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
-def with_followers(name: str) -> str:
-    """``lua/<name>.lua`` with followers.lua's ``store_followers`` ahead of its code (after its
-    ``#!lua`` flags line, which must stay first): ack_then and bury store followers alike."""
+def with_helpers(name: str) -> str:
+    """``lua/<name>.lua`` with the functions of followers.lua and batch.lua ahead of its code
+    (after its ``#!lua`` flags line, which must stay first): ack_then, bury and batch_failed
+    store followers and move batches alike."""
     flags, _, code = lua_source(name).partition("\n")
-    return f"{flags}\n{lua_source('followers')}{code}"
+    return f"{flags}\n{lua_source('followers')}{lua_source('batch')}{code}"
+
+
+def batch_add_source() -> str:
+    """push.lua behind the batch prelude of batch_add.lua."""
+    return lua_source("batch_add") + lua_source("push")
 
 
 def push_unique_source() -> str:
@@ -147,6 +161,12 @@ def bury_keys(k: QueueKeys) -> list[str]:
 
 def ack_then_keys(k: QueueKeys) -> list[str]:
     return [k.reserved, k.payload, k.attempts, k.tries, k.token, k.ready, k.notify]
+
+
+def batch_keys(k: QueueKeys, batch_id: str) -> list[str]:
+    """A batch's hash and its failed set, beside its queue's keys (same hash tag)."""
+    base = f"{k.ready}:batch:{batch_id}"
+    return [base, f"{base}:failed"]
 
 
 def unique_lock_key(k: QueueKeys, unique_key: str) -> str:

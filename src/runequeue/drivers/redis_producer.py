@@ -11,7 +11,8 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from runequeue.drivers.base import LeaseKeeper, Outgoing, Producer, Reserved
+from runequeue.drivers.base import BatchStore, LeaseKeeper, Outgoing, Producer, Reserved
+from runequeue.drivers.redis_batches import RedisBatches
 from runequeue.drivers.redis_direct import Call, Fallback, ScriptLine
 from runequeue.drivers.redis_errors import mapped_errors
 from runequeue.drivers.redis_keys import (
@@ -50,6 +51,7 @@ class RedisProducer:
         self._push_line = ScriptLine(self.client, lua_source("push"))
         self._clear = self.client.register_script(lua_source("clear"))
         self._push_unique = self.client.register_script(push_unique_source())
+        self._batches = RedisBatches(self.client, self.keys, self._errors)
 
     def _errors(self) -> contextlib.AbstractContextManager[None]:
         return mapped_errors(self.url, on_read_only=self.client.connection_pool.disconnect)
@@ -84,6 +86,9 @@ class RedisProducer:
                 return pipe.execute()
         except DriverError as exc:
             raise DispatchError(f"could not dispatch: {exc}") from exc
+
+    def batches(self) -> BatchStore:
+        return self._batches
 
     def size(self, queue: str) -> int:
         with self._errors(), self.client.pipeline(transaction=False) as pipe:

@@ -8,13 +8,15 @@ reaches the caller. Delays are ignored: there is nowhere to wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from runequeue.drivers.base import Outgoing, Producer
+from runequeue.drivers.base import BatchStore, Outgoing, Producer
+from runequeue.drivers.memory_batches import SyncBatches
 
-RunNow = Callable[[Outgoing], Awaitable[None]]
+RunNow = Callable[[Outgoing, SyncBatches], Awaitable[None]]
 
 
 class SyncDriver:
@@ -22,6 +24,7 @@ class SyncDriver:
 
     def __init__(self, run_now: RunNow) -> None:
         self._run_now = run_now
+        self._batches = SyncBatches(self._run_batched)
 
     def push(self, items: Sequence[Outgoing]) -> int:
         for item in items:
@@ -38,7 +41,18 @@ class SyncDriver:
             await self._run(item)
 
     async def _run(self, item: Outgoing) -> None:
-        await self._run_now(item)
+        await self._run_now(item, self._batches)
+
+    def batches(self) -> BatchStore:
+        """Batches kept in this process; their jobs run as they are stored."""
+        return self._batches
+
+    def _run_batched(self, items: Sequence[Outgoing]) -> None:
+        # A batch's failures are the batch's to report (its counters, its catch job, failed_jobs
+        # and the FAIL line): dispatching the batch, or adding to it, does not raise them.
+        for item in items:
+            with contextlib.suppress(Exception):
+                _run_blocking(self._run(item))
 
     def size(self, queue: str) -> int:
         return 0  # nothing ever waits

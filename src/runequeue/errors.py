@@ -97,6 +97,14 @@ class DatabaseAccessDenied(FailedStoreError):
     """The database server refused DATABASE_URL's user or password."""
 
 
+class ManuallyFailed(RuneQueueError):
+    """The job called ``self.fail(reason)``."""
+
+
+class RetryDeadlinePassed(RuneQueueError):
+    """The job was reached after its ``retry_until`` deadline."""
+
+
 class BatchNotFound(RuneQueueError):
     """No batch has this id (it was never stored, or it was pruned)."""
 

@@ -23,7 +23,8 @@ from runequeue.errors import AmbiguousJobRef, PayloadError, RuneQueueError
 from runequeue.failed_job import FailedJob
 from runequeue.failed_store import Claimed, FailedJobStore
 from runequeue.queue import push_encoded
-from runequeue.runner import Attempt, run_once
+from runequeue.run_now import run_once
+from runequeue.runner import Attempt
 
 RetryStatus = Literal["retried", "missing", "error"]
 JobRef = int | str  # a row id, or a job's uuid or a unique prefix of it (8 hex digits or more)

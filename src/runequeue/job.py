@@ -8,15 +8,31 @@ module or resolves a dotted path taken from a payload.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import inspect
 from collections.abc import Awaitable, Sequence
 from typing import Any, ClassVar, Literal, get_origin
 
 from runequeue.errors import DuplicateJobName, UnknownJob
 from runequeue.job_batch import JobBatch  # at run time: msgspec reads every annotation here
+from runequeue.middleware import Middleware
 
 # Seconds before a retry: one number, or one per failed attempt (the last one repeats).
 Backoff = float | Sequence[float]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReleaseRequest:
+    """`Job.release` was called: put the job back after ``delay_s``, its attempt not counted."""
+
+    delay_s: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FailRequest:
+    """`Job.fail` was called: fail the job for good, with ``reason``."""
+
+    reason: str | BaseException
 
 
 class Job:
@@ -48,6 +64,9 @@ class Job:
     # frees the lock when the handler starts rather than when the job is done.
     unique_for: ClassVar[float | None] = None
     unique_until: ClassVar[Literal["processed", "processing"]] = "processed"
+    # Fail the job after this many exceptions, even with tries left (releases by middleware do
+    # not count as tries, nor as exceptions): with ``retry_until``, the one bound on failures.
+    max_exceptions: ClassVar[int | None] = None
 
     # Set by the runner on the instance it builds, for idempotency keys and logging.
     job_id: str = ""
@@ -55,6 +74,8 @@ class Job:
     # A job of a batch (`Bus.batch`), or one of its callbacks: its batch, read when asked
     # (``self.batch.cancelled()``, ``self.batch.add([...])``). ``None`` outside a batch.
     batch: JobBatch | None = None
+    # What the handler or a middleware asked for: `release` or `fail` (read by the runner).
+    requested: ReleaseRequest | FailRequest | None = None
 
     job_name: ClassVar[str]
 
@@ -70,6 +91,27 @@ class Job:
     def failed(self, exc: BaseException) -> Awaitable[None] | None:
         """Called once when the job has failed for good. Override to clean up or alert."""
         return None
+
+    def middleware(self) -> Sequence[Middleware]:
+        """Middleware to run the handler through (`runequeue.middleware`: `RateLimited`,
+        `WithoutOverlapping`, `ThrottlesExceptions`, `Skip`, ...), the first one outermost."""
+        return ()
+
+    def retry_until(self) -> dt.datetime | None:
+        """A deadline instead of a try count (Laravel's ``retryUntil``): worked out when the job
+        is dispatched; the job is retried, whatever ``tries`` says, until then, and fails once
+        it has passed (without running, if it is reached while the job waits)."""
+        return None
+
+    def release(self, delay: float = 0) -> None:
+        """Put the job back on its queue after ``delay`` seconds once the handler (or the
+        middleware calling this) returns, its attempt not counted: not a failure."""
+        self.requested = ReleaseRequest(float(delay))
+
+    def fail(self, reason: str | BaseException = "") -> None:
+        """Fail the job for good once the handler (or the middleware calling this) returns,
+        tries left or not: its ``failed()`` hook runs and it is kept in ``failed_jobs``."""
+        self.requested = FailRequest(reason)
 
     def unique_id(self) -> str:
         """What makes two jobs of this class the same job, for ``unique_for``: by default every
@@ -131,7 +173,7 @@ def dataclass_problem(cls: type) -> str | None:
     (``dataclasses.is_dataclass`` says yes) yet its new fields would never be stored.
     """
     if "__dataclass_fields__" in cls.__dict__:
-        return None
+        return _hidden_attributes(cls)
     if dataclasses.is_dataclass(cls):
         lost = _undeclared_fields(cls)
         if not lost:
@@ -142,6 +184,21 @@ def dataclass_problem(cls: type) -> str | None:
             f"(without it, {', '.join(lost)} {verb} not stored)"
         )
     return f"{cls.__name__} is not a dataclass: decorate it with @dataclass"
+
+
+# What a field must not be named: a field would hide the attribute or method of Job's of that name.
+_RESERVED = frozenset(("job_id", "attempt", "batch", "requested", "handle", "failed", "middleware",
+                       "retry_until", "release", "fail", "unique_id"))  # fmt: skip
+
+
+def _hidden_attributes(cls: type) -> str | None:
+    hidden = sorted(_RESERVED.intersection(cls.__dataclass_fields__))  # type: ignore[attr-defined]
+    if not hidden:
+        return None
+    return (
+        f"{cls.__name__}'s field {hidden[0]!r} hides Job.{hidden[0]}, which runequeue uses: "
+        "rename the field"
+    )
 
 
 def _undeclared_fields(cls: type) -> list[str]:

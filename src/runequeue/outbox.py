@@ -24,12 +24,12 @@ from runequeue.errors import (
     MissingTable,
     PayloadError,
 )
+from runequeue.failed_hook import call_failed_hook
 from runequeue.failed_job import FailedJob
 from runequeue.failed_store import FailedJobStore
 from runequeue.failure_reasons import FailReason, message_of
 from runequeue.payload import Codec, Envelope
 from runequeue.retry import Fail
-from runequeue.runner import call_failed_hook
 from runequeue.threads import DaemonThreadPool
 
 log = logging.getLogger("runequeue.worker")

@@ -26,8 +26,12 @@ from runequeue.job import Backoff, Job, job_class
 
 ENVELOPE_VERSION = 1  # a plain job's: its bytes are what they were before chains existed
 CHAINED_VERSION = 2  # an envelope that carries the rest of its chain
-BATCHED_VERSION = 3  # an envelope of a batch's job, or callback
-NEWEST_VERSION = BATCHED_VERSION  # the newest this code reads
+# An envelope that older workers would misread: a batch's job or callback (its counters would not
+# move), or a job with a retry_until deadline (it would be retried for ever).
+WORKFLOWS_VERSION = 3
+NEWEST_VERSION = WORKFLOWS_VERSION  # the newest this code reads
+# The max_tries stored for a job with a retry_until deadline: its deadline, not a count, ends it.
+UNBOUNDED_TRIES = 2**31 - 1
 
 
 class Step(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,6 +88,7 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     chain: ChainRest | msgspec.UnsetType = msgspec.UNSET
     unique: UniqueLock | msgspec.UnsetType = msgspec.UNSET
     batch: BatchRef | msgspec.UnsetType = msgspec.UNSET
+    retry_until: float | msgspec.UnsetType = msgspec.UNSET  # epoch seconds (`Job.retry_until`)
 
 
 _encoder = msgspec.json.Encoder()
@@ -118,19 +123,35 @@ def envelope_for(
             JSON as they are (a wrong type, a ``date`` in a ``dict[str, Any]``...): see `roundtrip`.
     """
     data = roundtrip.data_of(job)
+    deadline = _deadline(job)
+    if tries is None:
+        tries = job.tries if deadline is None else UNBOUNDED_TRIES
     return Envelope(
-        v=ENVELOPE_VERSION if batch is None else BATCHED_VERSION,
+        v=ENVELOPE_VERSION if batch is None and deadline is None else WORKFLOWS_VERSION,
         id=new_job_id(),
         job=type(job).job_name,
         data=msgspec.Raw(data),
         queue=queue,
-        max_tries=tries if tries is not None else job.tries,
+        max_tries=tries,
         backoff=_stored_backoff(backoff if backoff is not None else job.backoff),
         timeout=timeout if timeout is not None else job.timeout,
         created_at=time.time(),
         unique=msgspec.UNSET if job.unique_for is None else _unique_lock(job),
         batch=msgspec.UNSET if batch is None else batch,
+        retry_until=msgspec.UNSET if deadline is None else deadline,
     )
+
+
+def _deadline(job: Job) -> float | None:
+    """``job.retry_until()`` as epoch seconds; a job class that does not define it makes no call."""
+    if type(job).retry_until is Job.retry_until:
+        return None
+    until = job.retry_until()
+    if until is None:
+        return None
+    if until.tzinfo is None:
+        raise InvalidPayload(f"{type(job).job_name}.retry_until() must return an aware datetime")
+    return until.timestamp()
 
 
 def _unique_lock(job: Job) -> UniqueLock:

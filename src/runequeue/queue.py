@@ -23,7 +23,7 @@ from runequeue.drivers.memory_batches import SyncBatches
 from runequeue.drivers.sync import SyncDriver
 from runequeue.errors import DispatchError
 from runequeue.job import Backoff, Job
-from runequeue.runner import run_now
+from runequeue.run_now import run_now
 
 if TYPE_CHECKING:
     from runequeue.failed_store import FailedJobStore

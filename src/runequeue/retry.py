@@ -14,9 +14,11 @@ class Ack:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Release:
-    """The attempt failed and tries remain: run it again after ``delay_s``."""
+    """The attempt failed and tries remain: run it again after ``delay_s``. Or the job asked to
+    be put back (`Job.release`, a middleware's limit): then its attempt is ``refund``ed."""
 
     delay_s: float
+    refund: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -58,12 +60,22 @@ def backoff_delay(backoff: Backoff, attempts: int) -> float:
     return float(backoff[min(max(attempts, 1), len(backoff)) - 1])
 
 
-def decide(attempts: int, tries: int, backoff: Backoff, error: BaseException | None) -> Decision:
-    """Ack on success; release with backoff while ``attempts < tries``; fail after that."""
+def decide(
+    attempts: int,
+    tries: int,
+    backoff: Backoff,
+    error: BaseException | None,
+    retry_until: float | None = None,
+    now: float = 0.0,
+) -> Decision:
+    """Ack on success; release with backoff while ``attempts < tries`` (or, for a job with a
+    ``retry_until`` deadline, while ``now`` is before it); fail after that."""
     if error is None:
         return Ack()
-    if attempts < tries:
+    if attempts < tries if retry_until is None else now < retry_until:
         return Release(backoff_delay(backoff, attempts))
+    if retry_until is not None:
+        return Fail(f"failed after its retry_until deadline ({attempts} attempts)")
     return Fail(f"failed after {attempts} attempt{'s' if attempts != 1 else ''}")
 
 

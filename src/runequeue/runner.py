@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
-import inspect
 import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Literal
 
-from runequeue import chains, events, payload
+from runequeue import chains, events, failed_hook, middleware, outcome, payload
 from runequeue import job as job_registry
 from runequeue.deadlines import TICK_S, Deadlines
-from runequeue.drivers.base import BatchStore, Outgoing
+from runequeue.drivers.base import BatchStore, Limits, Outgoing
 from runequeue.errors import JobTimeout, PayloadError, RuneQueueError, UnknownJob
-from runequeue.failed_job import FailedJob
 from runequeue.job import Backoff, Job, is_async_handler
 from runequeue.job_batch import JobBatch
 from runequeue.logs import log_line
@@ -40,15 +37,14 @@ from runequeue.text import one_line, safe_str
 from runequeue.threads import DaemonThreadPool
 
 if TYPE_CHECKING:
-    from runequeue.drivers.memory_batches import SyncBatches
-    from runequeue.failed_store import FailedJobStore
+    pass
 
 log = logging.getLogger("runequeue.worker")
 
 # Frees a unique job's lock: ``(queue, key, job id)`` (`Driver.unlock`).
 Unlock = Callable[[str, str, str], Awaitable[None]]
 
-Status = Literal["DONE", "RETRY", "FAIL", "WAIT"]
+Status = Literal["DONE", "RETRY", "BACK", "FAIL", "WAIT"]
 DEFAULT_CODEC = Codec()
 # How long past its timeout a job may end without the deadline ticker having stopped it: the
 # ticker is at most `TICK_S` late, so more than twice that means the event loop was held up.
@@ -89,7 +85,9 @@ class Attempt:
             return "DONE"
         if isinstance(self.decision, Defer):
             return "WAIT"
-        return "RETRY" if isinstance(self.decision, Release) else "FAIL"
+        if isinstance(self.decision, Release):
+            return "BACK" if self.decision.refund else "RETRY"
+        return "FAIL"
 
     def error_text(self) -> str:
         """The error as stored in the failed-job store: type, message and traceback."""
@@ -133,6 +131,7 @@ async def run_attempt(
     defer_unknown_jobs: bool = False,
     unlock: Unlock | None = None,
     batches: Callable[[], BatchStore] | None = None,
+    limits: Limits | None = None,
 ) -> Attempt:
     """Run attempt number ``attempts`` of the stored job ``raw``.
 
@@ -140,7 +139,8 @@ async def run_attempt(
     ``KeyboardInterrupt`` from a handler included. ``asyncio.CancelledError`` does escape (the
     worker cancels a job on shutdown or when its lease is lost). With ``defer_unknown_jobs`` (a
     worker), a job whose class is not registered here is put back while it is young (`Defer`).
-    ``batches`` opens the backend's batches, for a batched job's ``self.batch``.
+    ``batches`` opens the backend's batches, for a batched job's ``self.batch``; ``limits`` are
+    the backend's counters and locks, for job middleware and ``max_exceptions``.
     """
     started = time.perf_counter()
     try:
@@ -160,13 +160,13 @@ async def run_attempt(
         tries = 1
     timeout_s = envelope.timeout if envelope.timeout is not None else defaults.timeout_s
     backoff = envelope.backoff if envelope.backoff is not None else defaults.backoff
-    error = await _handle(job, timeout_s, threads, deadlines)
+    error = await _run(job, envelope, timeout_s, threads, deadlines, limits)
     duration_s = time.perf_counter() - started
     if timeout_s is not None and duration_s > timeout_s:  # (a success does no arithmetic)
         _warn_not_stopped(job, duration_s, timeout_s, error)
-    decision = decide(attempts, tries, backoff, error)
+    decision, error = await _decide(job, envelope, attempts, tries, backoff, error, limits)
     if isinstance(decision, Fail) and error is not None:
-        await call_failed_hook(job, error, timeout_s=timeout_s, threads=threads)
+        await failed_hook.call_failed_hook(job, error, timeout_s=timeout_s, threads=threads)
         duration_s = time.perf_counter() - started
     # (UNSET, a plain job's, is false: a job outside a chain makes no call for it)
     then = chains.followers(envelope, decision, codec) if envelope.chain else ()
@@ -174,6 +174,35 @@ async def run_attempt(
         await _announce(decision, job, envelope, attempts, error, duration_s)
     batch = _counted_batch(envelope)
     return Attempt(decision, envelope.job, envelope.id, error, duration_s, then, unique, batch)
+
+
+async def _run(
+    job: Job,
+    envelope: Envelope,
+    timeout_s: float | None,
+    threads: DaemonThreadPool | None,
+    deadlines: Deadlines | None,
+    limits: Limits | None,
+) -> BaseException | None:
+    """Run the job's handler, unless its ``retry_until`` deadline has passed; its error."""
+    late = outcome.past_deadline(envelope) if envelope.retry_until else None
+    if late is not None:
+        return late
+    return await _handle(job, timeout_s, threads, deadlines, limits)
+
+
+async def _decide(
+    job: Job,
+    envelope: Envelope,
+    attempts: int,
+    tries: int,
+    backoff: Backoff,
+    error: BaseException | None,
+    limits: Limits | None,
+) -> tuple[Decision, BaseException | None]:
+    if job.requested is None and not envelope.retry_until and job.max_exceptions is None:
+        return decide(attempts, tries, backoff, error), error  # the common case, kept lean
+    return await outcome.decided(job, envelope, attempts, tries, backoff, error, limits)
 
 
 def _counted_batch(envelope: Envelope) -> str | None:
@@ -301,20 +330,23 @@ async def _handle(
     timeout_s: float | None,
     threads: DaemonThreadPool | None,
     deadlines: Deadlines | None,
+    limits: Limits | None = None,
 ) -> BaseException | None:
-    """Run the handler; past ``timeout_s``, ``deadlines`` cancels it. That is the worker's shared
-    ticker, or, for a job run on its own (the sync driver), a ticker of the job's own."""
+    """Run the handler, through the job's middleware if it has any; past ``timeout_s``,
+    ``deadlines`` cancels it. That is the worker's shared ticker, or, for a job run on its own
+    (the sync driver), a ticker of the job's own."""
     if deadlines is None:
         deadlines = Deadlines()
         try:
-            return await _handle(job, timeout_s, threads, deadlines)
+            return await _handle(job, timeout_s, threads, deadlines, limits)
         finally:
             await deadlines.close()
     task = asyncio.current_task()
     if task is None:
         raise RuntimeError("a job runs inside an asyncio task")
     clock = _Deadline(deadlines, task, timeout_s)
-    try:
+
+    async def handler() -> None:
         if is_async_handler(job):
             clock.start()
             result = job.handle()
@@ -322,6 +354,12 @@ async def _handle(
                 await result
         else:
             await _in_thread(job, threads, clock)
+
+    try:
+        if type(job).middleware is Job.middleware:  # (a job without middleware pays a compare)
+            await handler()
+        else:
+            await _through_middleware(job, handler, clock, limits)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt end the job, not the worker
         if deadlines.expired(task):
             task.uncancel()  # the cancellation was the timeout's, and it is handled here
@@ -334,6 +372,20 @@ async def _handle(
     return None
 
 
+async def _through_middleware(
+    job: Job, handler: middleware.Next, clock: _Deadline, limits: Limits | None
+) -> None:
+    """Run ``handler`` through ``job.middleware()``, with the backend's `Limits` at hand. The
+    timeout counts from the first middleware: they are part of the attempt."""
+    clock.start()
+    token = middleware.using_limits(limits) if limits is not None else None
+    try:
+        await middleware.through(job, job.middleware(), handler)()
+    finally:
+        if token is not None:
+            middleware.reset_limits(token)
+
+
 class _Deadline:
     """One attempt's timeout, started when its handler starts: for a thread job that is when a
     thread takes it, not when it was handed to the pool, so waiting for a thread costs no time."""
@@ -343,11 +395,14 @@ class _Deadline:
         self._task = task
         self._timeout_s = timeout_s
         self._over = False
+        self._started = False
 
     def start(self) -> None:
         # Called on the event loop (from a thread, through call_soon_threadsafe); an attempt
-        # that already ended (cancelled while it waited for a thread) is not watched again.
-        if self._timeout_s is not None and not self._over:
+        # that already ended (cancelled while it waited for a thread) is not watched again, nor
+        # one started already (by its first middleware).
+        if self._timeout_s is not None and not self._over and not self._started:
+            self._started = True
             self._deadlines.watch(self._task, self._timeout_s)
 
     def stop(self) -> None:
@@ -380,58 +435,6 @@ def _timed_out(job: Job, timeout_s: float | None) -> JobTimeout:
     return JobTimeout(f"{type(job).job_name} ({job.job_id}) timed out after {timeout_s:g}s")
 
 
-async def call_failed_hook(
-    job: Job,
-    error: BaseException,
-    *,
-    timeout_s: float | None = None,
-    threads: DaemonThreadPool | None = None,
-) -> None:
-    """Call the job's ``failed`` hook; its own errors (``SystemExit`` too) are logged, never
-    raised. A cancellation (shutdown) still cancels.
-
-    The hook gets ``timeout_s`` (the job's timeout), as its handler does: one still running after
-    that is abandoned, with an error line, so a hook that hangs (an alert sent to a host that never
-    answers) cannot hold up a worker's shutdown or its sweep. A plain ``def failed`` runs in one
-    of ``threads`` (the worker's daemon threads), or outside a worker in a small daemon pool of
-    its own, never on the event loop: one that blocks must not hold up every other job.
-    """
-    if type(job).failed is Job.failed:
-        return  # not overridden: nothing to call
-    limit = asyncio.timeout(timeout_s)
-    try:
-        async with limit:
-            if inspect.iscoroutinefunction(job.failed):
-                await job.failed(error)
-            else:
-                result = await _plain_hook(job, error, threads or _hook_threads())
-                if inspect.isawaitable(result):
-                    await result
-    except asyncio.CancelledError:
-        raise
-    except BaseException as exc:
-        if isinstance(exc, TimeoutError) and limit.expired():
-            log.error("failed() hook of %s (%s) still running after %gs: abandoned",
-                      type(job).job_name, job.job_id, timeout_s)  # fmt: skip
-            return
-        log.exception("failed() hook of %s (%s) raised", type(job).job_name, job.job_id)
-
-
-async def _plain_hook(job: Job, error: BaseException, threads: DaemonThreadPool) -> object:
-    call = threads.submit(job.failed, error)
-    try:
-        return await asyncio.wrap_future(call)
-    except asyncio.CancelledError:
-        threads.abandon(call)  # timed out or shut down: its thread no longer counts as busy
-        raise
-
-
-@functools.cache
-def _hook_threads() -> DaemonThreadPool:
-    """Threads for plain ``failed`` hooks called outside a worker (the sync driver, a retry)."""
-    return DaemonThreadPool(4, name="runequeue-hook")
-
-
 def log_attempt(attempt: Attempt, attempts: int) -> None:
     """The per-job line: status, job name, id, attempt, duration; and why, if it did not succeed.
 
@@ -439,9 +442,11 @@ def log_attempt(attempt: Attempt, attempts: int) -> None:
     at DEBUG, are built only for RETRY, FAIL and WAIT lines.
     """
     error = attempt.error
-    if error is None:
-        log_line(log, logging.INFO, "%-5s %-32s %s #%d %9.2f ms", "DONE", attempt.job_name,
-                 attempt.job_id, attempts, attempt.duration_s * 1000)  # fmt: skip
+    if error is None:  # done, or put back by the job itself (a middleware's limit, say)
+        log_line(log, logging.INFO, "%-5s %-32s %s #%d %9.2f ms%s", attempt.status,
+                 attempt.job_name, attempt.job_id, attempts, attempt.duration_s * 1000,
+                 f"  released for {attempt.decision.delay_s:g}s, attempt not counted"
+                 if isinstance(attempt.decision, Release) else "")  # fmt: skip
         return
     status = attempt.status
     if status == "WAIT":
@@ -463,64 +468,3 @@ def _log_unknown_job_deferred(attempt: Attempt, attempts: int) -> None:
         attempt.status, attempt.job_name, attempt.job_id, attempts, attempt.job_name,
         attempt.decision.delay_s, UNKNOWN_JOB_GRACE_S / 60,
     )  # fmt: skip
-
-
-async def run_once(
-    raw: bytes, codec: Codec, batches: Callable[[], BatchStore] | None = None
-) -> Attempt:
-    """Run a job's one and only attempt here and now, with no timeout, and log its line: the
-    sync driver's dispatch, and a retried ``sync`` job."""
-    attempt = await run_attempt(raw, 1, JobDefaults(tries=1, timeout_s=None), codec=codec,
-                                only_try=True, batches=batches)  # fmt: skip
-    log_attempt(attempt, 1)
-    return attempt
-
-
-async def run_now(
-    raw: bytes,
-    *,
-    connection: str,
-    queue: str,
-    store: FailedJobStore,
-    codec: Codec,
-    batches: SyncBatches | None = None,
-) -> None:
-    """Run a job once, here and now (the sync driver), then what follows it: a chain's next
-    step, or the callbacks of its batch now due.
-
-    On failure its hook is called and the failure recorded, then its error is raised. If the
-    failure cannot be recorded (no ``failed_jobs`` table, database down), that is logged as a
-    warning and the job's own error is still what the caller gets: code (and tests) that expect
-    ``RuntimeError`` from a job must not get a storage error instead.
-    """
-    attempt = await run_once(raw, codec, (lambda: batches) if batches is not None else None)
-    follows = list(attempt.then)
-    if attempt.batch is not None and batches is not None:
-        follows += batches.moved(attempt.batch, attempt.job_id, succeeded=attempt.error is None)
-
-    async def run_next(item: Outgoing) -> None:
-        await run_now(item.raw, connection=connection, queue=item.queue, store=store,
-                      codec=codec, batches=batches)  # fmt: skip
-
-    if attempt.error is None:
-        for item in follows:  # the rest of a chain, in order; a batch's then and finally
-            await run_next(item)
-        return
-    failure = FailedJob(attempt.job_id, connection, queue, raw, attempt.error_text())
-    try:
-        await asyncio.to_thread(store.record, failure)
-    except RuneQueueError as exc:  # FailedStoreError, or a ConfigError (no database driver)
-        log.warning(
-            "job %s (%s) failed with %s and could not be recorded in failed_jobs: %s",
-            attempt.job_name,
-            attempt.job_id,
-            type(attempt.error).__name__,
-            one_line(exc),  # whatever the database said
-        )
-    for item in follows:  # a catch job (a chain's, a batch's); the caller still gets this error
-        try:
-            await run_next(item)
-        except Exception:
-            log.warning("%s, which follows failed job %s, failed too", item.job_id,
-                        attempt.job_id)  # fmt: skip
-    raise attempt.error

@@ -79,6 +79,17 @@ job_locks = sa.Table(
 )
 
 
+# Job middleware's counters (`RateLimited`, `ThrottlesExceptions`) on the database driver: one row
+# per key, a fixed window that ends at ``resets_at`` (epoch ms). Its locks (`WithoutOverlapping`)
+# are rows of job_locks under the queue name "" (no queue has it).
+job_limits = sa.Table(
+    "job_limits",
+    metadata,
+    sa.Column("limit_key", sa.String(191), primary_key=True),
+    sa.Column("hits", sa.Integer(), nullable=False),
+    sa.Column("resets_at", sa.BigInteger(), nullable=False),
+)
+
 # Batches (`Bus.batch`) on the database driver, after Laravel's table of the same name: one row per
 # batch, locked and updated in the transaction that acknowledges or fails each of its jobs.
 # Times are epoch milliseconds; ``callbacks`` holds the then/catch/finally jobs not stored yet.

@@ -67,8 +67,9 @@ class Settler:
             self._acks.put_nowait(item)  # the heartbeat keeps the lease until the ack lands
             return
         if isinstance(decision, Release | Defer):
-            # A deferred job (its class is unknown here) gets its attempt back: no try is spent.
-            refund = isinstance(decision, Defer)
+            # A deferred job (its class is unknown here) gets its attempt back, as does one that
+            # asked to be put back (`Job.release`, a middleware's limit): no try is spent.
+            refund = isinstance(decision, Defer) or decision.refund
             await self._release(item, delay_s=decision.delay_s, refund=refund)
         else:
             self.processed += 1

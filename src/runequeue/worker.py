@@ -56,6 +56,7 @@ class Worker:
         codec: Codec = DEFAULT_CODEC,
     ) -> None:
         self.driver = driver
+        self._limits = driver.limits()  # for job middleware
         # A capability is looked for once, not at every wake-up (an isinstance of a protocol).
         self._reserves_on_wake = driver if isinstance(driver, ReservesOnWake) else None
         self.failed_store = failed_store
@@ -300,7 +301,7 @@ class Worker:
             attempt = await run_attempt(
                 item.raw, item.attempts, self.options.defaults, self._threads,
                 codec=self.codec, deadlines=self._deadlines, defer_unknown_jobs=True,
-                unlock=self.driver.unlock, batches=self.driver.batches,
+                unlock=self.driver.unlock, batches=self.driver.batches, limits=self._limits,
             )  # fmt: skip
         except asyncio.CancelledError:
             await self._interrupted(item)

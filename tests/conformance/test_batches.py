@@ -84,7 +84,7 @@ def test_a_failure_runs_catch_once_cancels_the_batch_and_finally_runs_when_all_r
 ) -> None:
     ledger = str(tmp_path / "ledger")
     then, catch, finally_ = callbacks(ledger)
-    jobs = [BatchMember(ledger, "a", fail=True), BatchMember(ledger, "b", fail=True),
+    jobs = [BatchMember(ledger, "a", fails=True), BatchMember(ledger, "b", fails=True),
             BatchMember(ledger, "c")]  # fmt: skip
     batch = Bus.batch(jobs).then(then).catch(catch).finally_(finally_).dispatch(backend)
 
@@ -107,7 +107,7 @@ def test_allow_failures_keeps_the_batch_going_and_then_never_runs(
 ) -> None:
     ledger = str(tmp_path / "ledger")
     then, catch, finally_ = callbacks(ledger)
-    jobs = [BatchMember(ledger, "a", fail=True), BatchMember(ledger, "b")]
+    jobs = [BatchMember(ledger, "a", fails=True), BatchMember(ledger, "b")]
     batch = (
         Bus.batch(jobs).then(then).catch(catch).finally_(finally_).allow_failures()
         .dispatch(backend)
@@ -126,7 +126,7 @@ def test_a_retried_failure_that_succeeds_leaves_the_failed_ids(
     backend: QueueConfig, tmp_path: Path
 ) -> None:
     ledger = str(tmp_path / "ledger")
-    batch = Bus.batch([BatchMember(ledger, "a", fail=True), BatchMember(ledger, "b")]).dispatch(
+    batch = Bus.batch([BatchMember(ledger, "a", fails=True), BatchMember(ledger, "b")]).dispatch(
         backend
     )
     work(backend)
@@ -136,7 +136,7 @@ def test_a_retried_failure_that_succeeds_leaves_the_failed_ids(
     with FailedJobs(backend) as store:
         row = store.find(failed)
         assert row is not None
-        fixed = row.payload.replace(b'"fail":true', b'"fail":false')
+        fixed = row.payload.replace(b'"fails":true', b'"fails":false')
         _replace_payload(backend, failed, fixed)
         (outcome,) = store.retry([failed])
         assert outcome.status == "retried", outcome

@@ -16,7 +16,7 @@ def test_list_retry_and_prune_batches(config: QueueConfig, tmp_path: Path) -> No
     ledger = str(tmp_path / "ledger")
     assert "no batches" in run_cli(["queue:batches"], config)
     batch = (
-        Bus.batch([BatchMember(ledger, "a", fail=True), BatchMember(ledger, "b")])
+        Bus.batch([BatchMember(ledger, "a", fails=True), BatchMember(ledger, "b")])
         .name("nightly import")
         .allow_failures()
         .dispatch(config)

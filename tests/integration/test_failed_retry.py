@@ -262,11 +262,11 @@ def test_migrate_upgrades_old_sqlite_tables_keeping_rows_and_ids(tmp_path: Path)
     push_raw(queued, [Outgoing("queued", "default", b"{}")])
 
     migration = run_migrations(url)
-    # (job_locks and job_batches came after ids became AUTOINCREMENT: an old database gets them)
-    created = ["job_batches", "job_locks"]
+    # (the tables that came after ids became AUTOINCREMENT: an old database gets them)
+    created = ["job_batches", "job_limits", "job_locks"]
     assert (migration.created, migration.upgraded) == (created, ["failed_jobs", "jobs"])
     assert migration.describe("here").startswith(
-        "created job_batches, job_locks; upgraded failed_jobs, jobs"
+        "created job_batches, job_limits, job_locks; upgraded failed_jobs, jobs"
     )
     assert run_migrations(url).describe("here") == "nothing to do: every table exists in here"
     assert migrate(url) == []

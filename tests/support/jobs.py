@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import os
 import sys
 import time
 from pathlib import Path
 
 from runequeue import Job
+from runequeue.middleware import (
+    Middleware,
+    Next,
+    RateLimited,
+    Skip,
+    ThrottlesExceptions,
+    WithoutOverlapping,
+)
 
 
 def note(path: str, event: str, job: Job) -> None:
@@ -457,19 +466,19 @@ class UniqueFails(Job, name="tests.UniqueFails"):
 
 @dataclasses.dataclass
 class BatchMember(Job, name="tests.BatchMember"):
-    """A job of a batch: notes ``start:<tag>``, sleeps ``seconds``, fails if ``fail`` (one try),
+    """A job of a batch: notes ``start:<tag>``, sleeps ``seconds``, fails if ``fails`` (one try),
     else notes ``done:<tag>``."""
 
     ledger: str
     tag: str
-    fail: bool = False
+    fails: bool = False
     seconds: float = 0.0
     tries = 1
 
     async def handle(self) -> None:
         note(self.ledger, f"start:{self.tag}", self)
         await asyncio.sleep(self.seconds)
-        if self.fail:
+        if self.fails:
             raise Boom(f"{self.tag} fails")
         note(self.ledger, f"done:{self.tag}", self)
 
@@ -516,3 +525,139 @@ class SturdyBatchMember(BatchMember, name="tests.SturdyBatchMember"):
     """A `BatchMember` with three tries: one whose worker is killed runs again."""
 
     tries = 3
+
+
+@dataclasses.dataclass
+class RateLimitedCall(Job, name="tests.RateLimitedCall"):
+    """At most two start per ``per_seconds`` across workers; notes ``ran``. One try: a release
+    that counted its attempt would leave it none."""
+
+    ledger: str
+    key: str
+    per_seconds: float = 60.0
+    tries = 1
+
+    def middleware(self) -> list[Middleware]:
+        return [RateLimited(self.key, max_jobs=2, per_seconds=self.per_seconds)]
+
+    async def handle(self) -> None:
+        note(self.ledger, "ran", self)
+
+
+@dataclasses.dataclass
+class Exclusive(Job, name="tests.Exclusive"):
+    """One at a time per key: notes ``start`` and ``done`` around ``seconds`` of work."""
+
+    ledger: str
+    seconds: float = 0.3
+    tries = 1
+
+    def middleware(self) -> list[Middleware]:
+        return [WithoutOverlapping("exclusive", release_after=0.1, expire_after=30)]
+
+    async def handle(self) -> None:
+        note(self.ledger, "start", self)
+        await asyncio.sleep(self.seconds)
+        note(self.ledger, "done", self)
+
+
+@dataclasses.dataclass
+class CallsDownService(Job, name="tests.CallsDownService"):
+    """Always raises; after two exceptions, `ThrottlesExceptions` holds it back instead."""
+
+    ledger: str
+    tries = 10
+
+    def middleware(self) -> list[Middleware]:
+        return [ThrottlesExceptions(max_exceptions=2, decay_seconds=60, key=self.ledger)]
+
+    async def handle(self) -> None:
+        note(self.ledger, "call", self)
+        raise Boom("service down")
+
+
+@dataclasses.dataclass
+class MaybeSkipped(Job, name="tests.MaybeSkipped"):
+    ledger: str
+    skip: bool
+
+    def middleware(self) -> list[Middleware]:
+        return [Skip(when=self.skip)]
+
+    async def handle(self) -> None:
+        note(self.ledger, "ran", self)
+
+
+@dataclasses.dataclass
+class ReleasesItself(Job, name="tests.ReleasesItself"):
+    """Puts itself back until it has run ``times`` times (one try: releases do not count)."""
+
+    ledger: str
+    times: int
+    tries = 1
+
+    def handle(self) -> None:
+        note(self.ledger, "ran", self)
+        if len(read_ledger(Path(self.ledger))) < self.times:
+            self.release(0)
+
+
+@dataclasses.dataclass
+class FailsItself(Job, name="tests.FailsItself"):
+    """Fails itself for good at once, with tries to spare."""
+
+    ledger: str
+    tries = 5
+
+    async def handle(self) -> None:
+        note(self.ledger, "ran", self)
+        self.fail("the input is bad")
+
+    async def failed(self, exc: BaseException) -> None:
+        note(self.ledger, f"hook:{type(exc).__name__}", self)
+
+
+class BrokenMiddleware:
+    async def handle(self, job: Job, next: Next) -> None:
+        raise RuntimeError("the middleware itself breaks")
+
+
+@dataclasses.dataclass
+class BehindBrokenMiddleware(Job, name="tests.BehindBrokenMiddleware"):
+    ledger: str
+    tries = 1
+
+    def middleware(self) -> list[Middleware]:
+        return [BrokenMiddleware()]
+
+    async def handle(self) -> None:
+        note(self.ledger, "ran", self)
+
+
+@dataclasses.dataclass
+class RetriedUntil(Job, name="tests.RetriedUntil"):
+    """Always fails; retried (every 0.1 s) until ``seconds`` after its dispatch, not by count."""
+
+    ledger: str
+    seconds: float
+    backoff = 0.1
+
+    def retry_until(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.seconds)
+
+    async def handle(self) -> None:
+        note(self.ledger, "ran", self)
+        raise Boom("still failing")
+
+
+@dataclasses.dataclass
+class BoundedExceptions(Job, name="tests.BoundedExceptions"):
+    """Always fails; ten tries, but fails for good at its second exception."""
+
+    ledger: str
+    tries = 10
+    max_exceptions = 2
+
+    async def handle(self) -> None:
+        note(self.ledger, "ran", self)
+        raise Boom("fails")

@@ -40,7 +40,7 @@ def test_a_failure_in_a_sync_batch_is_the_batchs_not_the_callers(
     sync = QueueConfig(driver="sync", database_url=sqlite_url)
     ledger = str(tmp_path / "ledger")
     batch = (
-        Bus.batch([BatchMember(ledger, "a", fail=True), SeesCancelled(ledger)])
+        Bus.batch([BatchMember(ledger, "a", fails=True), SeesCancelled(ledger)])
         .catch(BatchCallback(ledger, "catch"))
         .finally_(BatchCallback(ledger, "finally"))
         .dispatch(sync)  # does not raise: the failure is counted, recorded, and caught

@@ -43,3 +43,19 @@ def test_slots_dataclass_replaces_its_own_registration() -> None:
 def test_unknown_name_raises_unknown_job() -> None:
     with pytest.raises(UnknownJob):
         job_class("unit.never-registered")
+
+
+def test_a_field_may_not_hide_what_runequeue_uses_of_a_job() -> None:
+    from runequeue import Queue, QueueConfig
+    from runequeue.errors import InvalidPayload
+
+    @dataclasses.dataclass
+    class HidesFail(Job, name="tests.HidesFail"):
+        fail: bool = False
+
+        async def handle(self) -> None: ...
+
+    with pytest.raises(InvalidPayload, match=r"field 'fail' hides Job\.fail"):
+        Queue.dispatch(QueueConfig(driver="memory"), HidesFail())
+    with pytest.raises(UnknownJob, match=r"hides Job\.fail"):
+        job_class("tests.HidesFail")

@@ -191,7 +191,31 @@ class Driver(Protocol):
         """The backend's batches, blocking (jobs use it from their threads, or through
         ``asyncio.to_thread``); opened once, closed with the driver."""
 
+    def limits(self) -> Limits:
+        """The backend's counters and locks, for job middleware."""
+
     async def close(self) -> None: ...
+
+
+class Limits(Protocol):
+    """Counters and locks shared by every worker of a backend: what job middleware keeps
+    (`runequeue.middleware`). Each call is atomic on its own."""
+
+    async def hit(self, key: str, window_s: float) -> tuple[int, float]:
+        """Count a hit on ``key``'s fixed window (one opened now, of ``window_s``, if none is
+        open); returns the hits in the window, this one included, and seconds until it ends."""
+
+    async def hits(self, key: str) -> tuple[int, float]:
+        """The hits in ``key``'s open window and seconds until it ends; ``(0, 0.0)`` if none."""
+
+    async def clear(self, key: str) -> None: ...
+
+    async def lock(self, key: str, owner: str, ttl_s: float) -> bool:
+        """Take ``key``'s lock for ``owner`` for ``ttl_s`` (or find it is ``owner``'s already);
+        ``False`` while another owner holds it and it has not expired."""
+
+    async def unlock(self, key: str, owner: str) -> None:
+        """Free ``key``'s lock if ``owner`` holds it."""
 
 
 class BatchStore(Protocol):

@@ -38,11 +38,13 @@ from runequeue.drivers.base import (
     Buried,
     Driver,
     LeaseKeeper,
+    Limits,
     Outgoing,
     Producer,
     Reserved,
 )
 from runequeue.drivers.sql_batches import DatabaseBatches, move_batch
+from runequeue.drivers.sql_limits import DatabaseLimits
 from runequeue.errors import (
     DatabaseAccessDenied,
     DispatchError,
@@ -107,7 +109,7 @@ class DatabaseQueue:
     def __init__(self, url: str, *, max_payload_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.url = url
         self.max_payload_bytes = max_payload_bytes
-        with self._errors():
+        with self.mapped_errors():
             self.engine = create_engine(url, create=False)  # `rune migrate` creates it
         self.dialect = self.engine.dialect.name
         self._recovered_at: dict[str, float] = {}
@@ -118,7 +120,7 @@ class DatabaseQueue:
         self._recovery = threading.Lock()
 
     @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
+    def mapped_errors(self) -> Iterator[None]:
         """Database errors as driver errors: dispatch and the worker handle `DriverError`.
 
         A database set up wrong (no ``jobs`` table, no database, a refused user) is one too, with
@@ -133,7 +135,7 @@ class DatabaseQueue:
 
     def push(self, items: Sequence[Outgoing]) -> int:
         try:
-            with self._errors(), self.engine.begin() as conn:
+            with self.mapped_errors(), self.engine.begin() as conn:
                 return store_jobs(conn, items)
         except DriverError as exc:
             raise DispatchError(f"could not dispatch: {exc}") from exc
@@ -142,14 +144,14 @@ class DatabaseQueue:
         """Store a unique job unless another holds its lock: one transaction, which takes the
         lock and stores the job, or reads who holds it."""
         try:
-            with self._errors():
+            with self.mapped_errors():
                 for attempt in range(DEADLOCK_TRIES):
                     try:
                         return self._push_unique_once(item)
                     except sa.exc.DBAPIError as exc:
                         # MySQL may pick one of two dispatches racing for a lock as a deadlock
                         # victim and roll it back: taken again, it finds the other's lock.
-                        if not _deadlock(exc) or attempt == DEADLOCK_TRIES - 1:
+                        if not sql.deadlock(exc) or attempt == DEADLOCK_TRIES - 1:
                             raise
                 raise AssertionError("unreachable")
         except DriverError as exc:
@@ -218,7 +220,7 @@ class DatabaseQueue:
         """One reserve transaction from the rows in ``state``; also ``True`` if it failed rows
         no worker can take."""
         token = secrets.token_hex(16)
-        with self._errors(), self.engine.begin() as conn:
+        with self.mapped_errors(), self.engine.begin() as conn:
             rows = conn.execute(sql.select_ready(self.dialect, queue, count, state)).all()
             if not rows:
                 due_ms = conn.execute(sql.next_due(self.dialect, queue)).scalar()
@@ -268,7 +270,7 @@ class DatabaseQueue:
     def recover(self, queue: str, *, default_tries: int) -> bool:
         """Fail or put back expired leases of ``queue``; ``True`` if a job was put back."""
         self._recovered_at[queue] = time.monotonic()
-        with self._recovery, self._errors(), self.engine.begin() as conn:
+        with self._recovery, self.mapped_errors(), self.engine.begin() as conn:
             dead_lettered, put_back = sql.expire_leases(self.dialect, queue, default_tries)
             conn.execute(dead_lettered)
             recovered = conn.execute(put_back).rowcount > 0
@@ -285,7 +287,7 @@ class DatabaseQueue:
 
         ``runnable``: the statements make jobs runnable, so a change wakes idle workers.
         """
-        with self._errors(), self.engine.begin() as conn:
+        with self.mapped_errors(), self.engine.begin() as conn:
             changed = [conn.execute(statement).rowcount == 1 for statement in statements]
             if runnable and any(changed):
                 _notify(conn)
@@ -331,7 +333,7 @@ class DatabaseQueue:
     ) -> bool:
         """Run ``settle`` (one held job's ack or bury) and, if it held, store ``then`` and move
         ``batch``: one transaction."""
-        with self._errors(), self.engine.begin() as conn:
+        with self.mapped_errors(), self.engine.begin() as conn:
             if conn.execute(settle).rowcount != 1:
                 return False  # the lease was lost: nothing changes
             if batch is not None:
@@ -341,10 +343,10 @@ class DatabaseQueue:
             return True
 
     def batches(self) -> BatchStore:
-        return DatabaseBatches(self.engine, self._errors, store_jobs)
+        return DatabaseBatches(self.engine, self.mapped_errors, store_jobs)
 
     def buried(self, queue: str, limit: int) -> list[Buried]:
-        with self._errors(), self.engine.connect() as conn:
+        with self.mapped_errors(), self.engine.connect() as conn:
             rows = conn.execute(sql.buried(self.dialect, queue, limit)).all()
         return [
             Buried(queue, _as_text(row.uuid), bytes(row.payload or b""), _as_text(row.error))
@@ -358,21 +360,15 @@ class DatabaseQueue:
         return self._each([sql.claim_failed_hook(queue, job_id)])[0]
 
     def size(self, queue: str) -> int:
-        with self._errors(), self.engine.connect() as conn:
+        with self.mapped_errors(), self.engine.connect() as conn:
             return int(conn.execute(sql.size(queue)).scalar() or 0)
 
     def clear(self, queue: str) -> int:
-        with self._errors(), self.engine.begin() as conn:
+        with self.mapped_errors(), self.engine.begin() as conn:
             return int(conn.execute(sql.clear(queue)).rowcount)
 
     def close(self) -> None:
         self.engine.dispose()
-
-
-def _deadlock(exc: sa.exc.DBAPIError) -> bool:
-    """MySQL's 1213 (deadlock, rolled back) or PostgreSQL's 40P01."""
-    code = getattr(exc.orig, "sqlstate", None) or (getattr(exc.orig, "args", None) or [None])[0]
-    return code in (1213, "40P01")
 
 
 def _text_or_none(stored: bytes | None) -> str | None:
@@ -569,6 +565,9 @@ class DatabaseDriver:
 
     def batches(self) -> BatchStore:
         return self.queue.batches()
+
+    def limits(self) -> Limits:
+        return DatabaseLimits(self.queue.engine, self.queue.mapped_errors)
 
     def lease_keeper(self) -> LeaseKeeper:
         return DatabaseQueue(self.url)  # an engine, and so connections, of its own

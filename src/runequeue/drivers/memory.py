@@ -31,6 +31,7 @@ from runequeue.drivers.base import (
     Buried,
     Driver,
     LeaseKeeper,
+    Limits,
     Outgoing,
     Producer,
     Reserved,
@@ -38,6 +39,7 @@ from runequeue.drivers.base import (
 from runequeue.drivers.memory_batches import MemoryBatchStore
 from runequeue.errors import DispatchError, DriverError, DriverUnavailable
 from runequeue.failure_reasons import HOOK_CLAIMED, lease_expired_text, too_large_text
+from runequeue.limits import MemoryLimits
 from runequeue.payload import DEFAULT_MAX_BYTES
 
 # As the other drivers: recovered leases and due delayed jobs handled per reserve call.
@@ -99,6 +101,7 @@ class MemoryStore:
         self._locks: dict[tuple[str, str], tuple[str, float]] = {}
         # Batches by id (`memory_batches`), changed under the lock only.
         self.batches: dict[str, BatchRecord] = {}
+        self.limits = MemoryLimits(self._now)  # job middleware's counters and locks
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = (
             collections.defaultdict(set)
         )
@@ -127,6 +130,7 @@ class MemoryStore:
             self._faults.clear()
             self._locks.clear()
             self.batches.clear()
+            self.limits = MemoryLimits(self._now)
             self._offset_s = 0.0
 
     # -- the operations ----------------------------------------------------------------------
@@ -529,6 +533,9 @@ class MemoryDriver:
 
     def batches(self) -> BatchStore:
         return MemoryBatchStore(self.store)
+
+    def limits(self) -> Limits:
+        return self.store.limits
 
     async def close(self) -> None:
         return None

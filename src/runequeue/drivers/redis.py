@@ -23,6 +23,7 @@ from runequeue.drivers.base import (
     Buried,
     Driver,
     LeaseKeeper,
+    Limits,
     Outgoing,
     Producer,
     Reserved,
@@ -56,6 +57,7 @@ from runequeue.drivers.redis_keys import (
     unique_lock_key,
     with_helpers,
 )
+from runequeue.drivers.redis_limits import RedisLimits
 from runequeue.drivers.redis_producer import RedisLeaseKeeper, RedisProducer
 from runequeue.errors import DispatchError, DriverError, DriverUnavailable
 from runequeue.failure_reasons import HOOK_CLAIMED
@@ -427,6 +429,9 @@ class RedisDriver:
 
     def lease_keeper(self) -> LeaseKeeper:
         return RedisLeaseKeeper(self.url, prefix=self.prefix, timeout_s=self.timeout_s)
+
+    def limits(self) -> Limits:
+        return RedisLimits(self.client, self.prefix, self._errors)
 
     def batches(self) -> BatchStore:
         if self._producer is None:

@@ -414,3 +414,10 @@ def free_lock(queue: str, lock_key: str, job_id: str) -> sa.Executable:
         job_locks.c.lock_key == lock_key,
         job_locks.c.job_id == job_id,
     )
+
+
+def deadlock(exc: sa.exc.DBAPIError) -> bool:
+    """MySQL's 1213 (deadlock, rolled back) or PostgreSQL's 40P01: the transaction may be tried
+    again."""
+    code = getattr(exc.orig, "sqlstate", None) or (getattr(exc.orig, "args", None) or [None])[0]
+    return code in (1213, "40P01")

@@ -51,7 +51,7 @@ def test_a_field_may_not_hide_what_runequeue_uses_of_a_job() -> None:
 
     @dataclasses.dataclass
     class HidesFail(Job, name="tests.HidesFail"):
-        fail: bool = False
+        fail: bool = False  # type: ignore[assignment]  # (the mistake refused here)
 
         async def handle(self) -> None: ...
 

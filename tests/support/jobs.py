@@ -522,9 +522,9 @@ class GrowsBatch(Job, name="tests.GrowsBatch"):
 
 
 class SturdyBatchMember(BatchMember, name="tests.SturdyBatchMember"):
-    """A `BatchMember` with three tries: one whose worker is killed runs again."""
+    """A `BatchMember` with ten tries: one whose worker is killed runs again."""
 
-    tries = 3
+    tries = 10
 
 
 @dataclasses.dataclass
@@ -661,3 +661,9 @@ class BoundedExceptions(Job, name="tests.BoundedExceptions"):
     async def handle(self) -> None:
         note(self.ledger, "ran", self)
         raise Boom("fails")
+
+
+class SturdyChainLink(ChainLink, name="tests.SturdyChainLink"):
+    """A `ChainLink` with ten tries: one whose worker is killed runs again."""
+
+    tries = 10

@@ -3,11 +3,13 @@
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
+from runequeue.batches import Batch
 from runequeue.bus import Bus
 from runequeue.config import QueueConfig
 from runequeue.errors import (
     AmbiguousJobRef,
     BadSignature,
+    BatchNotFound,
     ConfigError,
     DatabaseAccessDenied,
     DatabaseUnavailable,
@@ -19,10 +21,12 @@ from runequeue.errors import (
     InvalidPayload,
     JobTimeout,
     LeaseExpired,
+    ManuallyFailed,
     MissingDatabase,
     MissingTable,
     PayloadError,
     PayloadTooLarge,
+    RetryDeadlinePassed,
     RuneQueueError,
     UnknownJob,
 )
@@ -59,6 +63,8 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
 __all__ = [
     "AmbiguousJobRef",
     "BadSignature",
+    "Batch",
+    "BatchNotFound",
     "Bus",
     "ConfigError",
     "DatabaseAccessDenied",
@@ -77,12 +83,14 @@ __all__ = [
     "JobRetrying",
     "JobTimeout",
     "LeaseExpired",
+    "ManuallyFailed",
     "MissingDatabase",
     "MissingTable",
     "PayloadError",
     "PayloadTooLarge",
     "Queue",
     "QueueConfig",
+    "RetryDeadlinePassed",
     "RuneQueueError",
     "UnknownJob",
     "Worker",

@@ -17,7 +17,7 @@ from runequeue.drivers.base import BatchStore, Outgoing
 from runequeue.errors import DispatchError, DriverError
 
 if TYPE_CHECKING:
-    from runequeue.drivers.memory import MemoryStore, Operation
+    from runequeue.drivers.memory_store import MemoryStore, Operation
 
 
 class InMemoryBatches:

@@ -20,8 +20,9 @@ from runequeue.schema import run_migrations
 @cli.command("migrate")
 @click.option("--database-url", metavar="URL", help="SQLAlchemy URL [default: DATABASE_URL].")
 def migrate_command(database_url: str | None) -> None:
-    """Create runequeue's tables where missing: `jobs` (the database driver's queue) and
-    `failed_jobs`. Safe to run again.
+    """Create runequeue's tables where missing: `failed_jobs`, and the database driver's `jobs`,
+    `job_locks` (unique jobs), `job_batches` and `job_limits` (job middleware). Safe to run
+    again; run it after upgrading runequeue.
 
     \b
     Example:

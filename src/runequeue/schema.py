@@ -90,6 +90,17 @@ job_limits = sa.Table(
     sa.Column("resets_at", sa.BigInteger(), nullable=False),
 )
 
+# Shared control values on the database driver (`Driver.control`): the live workers' records,
+# paused queues, the restart signal. ``expires_at`` (epoch ms) NULL: never.
+job_control = sa.Table(
+    "job_control",
+    metadata,
+    sa.Column("namespace", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(191), primary_key=True),
+    sa.Column("value", sa.Text(), nullable=False),
+    sa.Column("expires_at", sa.BigInteger(), nullable=True),
+)
+
 # Batches (`Bus.batch`) on the database driver, after Laravel's table of the same name: one row per
 # batch, locked and updated in the transaction that acknowledges or fails each of its jobs.
 # Times are epoch milliseconds; ``callbacks`` holds the then/catch/finally jobs not stored yet.

@@ -33,7 +33,7 @@ async def require_tables(config: QueueConfig) -> None:
     """Raise `MissingTable` (run ``rune migrate``) when a table the worker needs is missing."""
     tables = ["failed_jobs"]
     if backend_of(config).jobs_table:
-        tables += ["jobs", "job_locks", "job_batches", "job_limits"]
+        tables += ["jobs", "job_locks", "job_batches", "job_limits", "job_control"]
     await asyncio.to_thread(check_tables, config.database_url, tables)
 
 

@@ -30,6 +30,7 @@ from runequeue.payload import Codec
 from runequeue.runner import DEFAULT_CODEC, log_attempt, run_attempt, unexpected_failure
 from runequeue.settle import Settler
 from runequeue.threads import DaemonThreadPool
+from runequeue.worker_control import Presence
 from runequeue.worker_options import WorkerOptions
 
 __all__ = ["EXIT_THREADS_STUCK", "Running", "Worker", "WorkerOptions", "run_worker"]
@@ -39,6 +40,8 @@ log = logging.getLogger("runequeue.worker")
 # The exit status of a worker that stopped because timed-out plain-def handlers hold as many
 # threads as it runs jobs: only a new process gets those threads back (its supervisor starts one).
 EXIT_THREADS_STUCK = 3
+# How often a worker refreshes its record and reads the restart and pause signals.
+CONTROL_INTERVAL_S = 1.0
 # How long a shutdown waits for a wake-up it cut short, to put back what that wake-up reserved.
 ORPHAN_WAIT_S = 1.0
 
@@ -90,6 +93,11 @@ class Worker:
                                 connection=connection)  # fmt: skip
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deadlines = Deadlines()
+        # This worker's record in its backend, and the restart and pause signals it obeys.
+        self._presence = Presence(
+            driver.control(), connection=connection, queues=options.queues,
+            concurrency=options.concurrency, sweep_interval_s=options.sweep_interval_s,
+        )  # fmt: skip
 
     @property
     def processed(self) -> int:
@@ -128,10 +136,12 @@ class Worker:
         background = [
             asyncio.create_task(self._settler.run_acks()),
             asyncio.create_task(self._sweep_loop()),
+            asyncio.create_task(self._control_loop()),
         ]
         log.info("worker started: queues %s, concurrency %d", ",".join(self.options.queues),
                  self.options.concurrency)  # fmt: skip
         try:
+            await self._check_in()
             await self._work()
         finally:
             if events.listening(events.WorkerStopping):
@@ -140,6 +150,7 @@ class Worker:
             await self._put_back_orphans()
             await self._stop_background(background)
             await self._outbox.flush(self.options.queues)
+            await self._check_out()
             # Off the loop: it joins a thread that may be mid-call to the backend.
             await asyncio.to_thread(self._heartbeat.stop)
             await self._deadlines.close()
@@ -208,7 +219,7 @@ class Worker:
         alone = not self._in_flight
         waiting = False
         try:
-            for queue in self.options.queues:
+            for queue in self._active_queues():
                 batch = await self.driver.reserve(
                     queue, count - len(jobs), lease_s=self.lease_s,
                     default_tries=self.options.tries, alone=alone and not jobs,
@@ -250,13 +261,16 @@ class Worker:
             return None  # asked to stop during the reserve: there is no wait to cut short
         opts = self.options
         timeout = opts.sleep_s if next_due_s is None else min(opts.sleep_s, next_due_s)
-        if len(opts.queues) == 1 and self._reserves_on_wake is not None:
+        queues = self._active_queues()
+        if len(queues) == 1 and self._reserves_on_wake is not None:
             waiting: Awaitable[Batch | None] = self._reserves_on_wake.wait_and_reserve(
-                opts.queues[0], timeout, free, lease_s=self.lease_s, default_tries=opts.tries,
+                queues[0], timeout, free, lease_s=self.lease_s, default_tries=opts.tries,
                 alone=not self._in_flight,
             )  # fmt: skip
-        else:
-            waiting = self._wait(opts.queues, timeout)
+        elif queues:
+            waiting = self._wait(queues, timeout)
+        else:  # every queue is paused: look again after the sleep (a sweep may resume one)
+            waiting = self._paused(timeout)
         idle = asyncio.ensure_future(waiting)
         stopping = asyncio.ensure_future(self._stop.wait())
         try:
@@ -280,6 +294,10 @@ class Worker:
 
     async def _wait(self, queues: Sequence[str], timeout_s: float) -> Batch | None:
         await self.driver.wait(queues, timeout_s)
+        return None
+
+    async def _paused(self, timeout_s: float) -> Batch | None:
+        await asyncio.sleep(timeout_s)
         return None
 
     async def _put_back_orphans(self) -> None:
@@ -365,6 +383,41 @@ class Worker:
         for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _check_in(self) -> None:
+        """Refresh this worker's record and read the signals (at start, then every second or
+        so): a restart asked for since it started stops it once its running jobs are done."""
+        try:
+            restart = await self._presence.beat(running=len(self._in_flight),
+                                                processed=self.processed)  # fmt: skip
+        except DriverError as exc:
+            log.warning("could not refresh this worker's record (rune workers): %s", exc)
+            return
+        if restart and not self._stop.is_set():
+            log.info("restart asked for (rune queue:restart): stopping once running jobs end")
+            self.request_stop()
+
+    async def _check_out(self) -> None:
+        try:
+            await self._presence.leave()
+        except DriverError as exc:
+            log.warning("could not remove this worker's record; it expires by itself: %s", exc)
+
+    def _active_queues(self) -> Sequence[str]:
+        """The worker's queues, less those paused (`rune queue:pause`), in priority order."""
+        paused = self._presence.signals.paused
+        queues = self.options.queues
+        return [queue for queue in queues if queue not in paused] if paused else queues
+
+    async def _control_loop(self) -> None:
+        """Check in every `CONTROL_INTERVAL_S` (or each sweep, if sooner): a pause or a restart
+        takes effect within about that."""
+        interval_s = min(CONTROL_INTERVAL_S, self.options.sweep_interval_s)
+        while not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), interval_s)
+            if not self._closing.is_set():
+                await self._check_in()
 
     async def sweep(self) -> None:
         """Recover expired leases and due delayed jobs, and record jobs waiting in the outbox."""

@@ -263,10 +263,10 @@ def test_migrate_upgrades_old_sqlite_tables_keeping_rows_and_ids(tmp_path: Path)
 
     migration = run_migrations(url)
     # (the tables that came after ids became AUTOINCREMENT: an old database gets them)
-    created = ["job_batches", "job_limits", "job_locks"]
+    created = ["job_batches", "job_control", "job_limits", "job_locks"]
     assert (migration.created, migration.upgraded) == (created, ["failed_jobs", "jobs"])
     assert migration.describe("here").startswith(
-        "created job_batches, job_limits, job_locks; upgraded failed_jobs, jobs"
+        "created job_batches, job_control, job_limits, job_locks; upgraded failed_jobs, jobs"
     )
     assert run_migrations(url).describe("here") == "nothing to do: every table exists in here"
     assert migrate(url) == []

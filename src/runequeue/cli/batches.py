@@ -23,12 +23,6 @@ from runequeue.config import QueueConfig
 from runequeue.failed_jobs import FailedJobs
 
 
-def connection_option(function: click.decorators.FC) -> click.decorators.FC:
-    return click.option(
-        "--connection", metavar="NAME", help="Backend holding the batches (default: QUEUE_DRIVER)."
-    )(function)
-
-
 def _config(connection: str | None, database_url: str | None = None) -> QueueConfig:
     overrides = {} if database_url is None else {"database_url": database_url}
     return config_for(connection, **overrides)
@@ -37,14 +31,14 @@ def _config(connection: str | None, database_url: str | None = None) -> QueueCon
 @cli.command("queue:batches")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, for scripts.")
-@connection_option
+@click.argument("connection", required=False)
 def queue_batches(limit: int, as_json: bool, connection: str | None) -> None:
     """List batches, newest first.
 
     \b
     Examples:
       rune queue:batches
-      rune queue:batches --connection redis --json
+      rune queue:batches redis --json
     """
     batches = Bus.batches(_config(connection), limit)
     if as_json:
@@ -58,7 +52,7 @@ def queue_batches(limit: int, as_json: bool, connection: str | None) -> None:
 
 @cli.command("queue:retry-batch")
 @click.argument("batch_id", metavar="ID")
-@connection_option
+@click.argument("connection", required=False)
 @import_option
 @database_url_option
 def queue_retry_batch(
@@ -99,7 +93,7 @@ def queue_retry_batch(
     "--unfinished", type=click.FloatRange(min=0), metavar="HOURS",
     help="Also delete unfinished batches created more than HOURS ago.",
 )  # fmt: skip
-@connection_option
+@click.argument("connection", required=False)
 def queue_prune_batches(hours: float, unfinished: float | None, connection: str | None) -> None:
     """Delete old batch records (their jobs are not touched).
 

@@ -21,8 +21,8 @@ from runequeue.schema import run_migrations
 @click.option("--database-url", metavar="URL", help="SQLAlchemy URL [default: DATABASE_URL].")
 def migrate_command(database_url: str | None) -> None:
     """Create runequeue's tables where missing: `failed_jobs`, and the database driver's `jobs`,
-    `job_locks` (unique jobs), `job_batches` and `job_limits` (job middleware). Safe to run
-    again; run it after upgrading runequeue.
+    `job_locks` (unique jobs), `job_batches`, `job_limits` (job middleware) and `job_control`
+    (live workers, paused queues). Safe to run again; run it after upgrading runequeue.
 
     \b
     Example:

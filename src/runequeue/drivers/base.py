@@ -194,6 +194,9 @@ class Driver(Protocol):
     def limits(self) -> Limits:
         """The backend's counters and locks, for job middleware."""
 
+    def control(self) -> Control:
+        """The backend's shared control values: live workers, paused queues, restart signal."""
+
     async def close(self) -> None: ...
 
 
@@ -216,6 +219,21 @@ class Limits(Protocol):
 
     async def unlock(self, key: str, owner: str) -> None:
         """Free ``key``'s lock if ``owner`` holds it."""
+
+
+class Control(Protocol):
+    """Small values every worker and command of a backend sees, by namespace and name, each
+    expiring after its ``ttl_s`` (never, if ``None``): the live workers' records, paused queues,
+    the restart signal (`runequeue.worker_control`). Each call is atomic on its own."""
+
+    async def put(
+        self, namespace: str, name: str, value: str, ttl_s: float | None = None
+    ) -> None: ...
+
+    async def get_all(self, namespace: str) -> dict[str, str]:
+        """Every unexpired value of ``namespace``, by name."""
+
+    async def delete(self, namespace: str, name: str) -> None: ...
 
 
 class BatchStore(Protocol):

@@ -29,6 +29,7 @@ from runequeue.drivers.base import (
     Batch,
     BatchStore,
     Buried,
+    Control,
     Driver,
     LeaseKeeper,
     Limits,
@@ -45,6 +46,7 @@ from runequeue.drivers.database_queue import (
     notified,
     store_jobs,
 )
+from runequeue.drivers.sql_control import DatabaseControl
 from runequeue.drivers.sql_limits import DatabaseLimits
 from runequeue.errors import (
     DriverUnavailable,
@@ -227,6 +229,9 @@ class DatabaseDriver:
 
     def limits(self) -> Limits:
         return DatabaseLimits(self.queue.engine, self.queue.mapped_errors)
+
+    def control(self) -> Control:
+        return DatabaseControl(self.queue.engine, self.queue.mapped_errors)
 
     def lease_keeper(self) -> LeaseKeeper:
         return DatabaseQueue(self.url)  # an engine, and so connections, of its own

@@ -20,6 +20,7 @@ from runequeue.drivers.base import (
     Batch,
     BatchStore,
     Buried,
+    Control,
     Driver,
     LeaseKeeper,
     Limits,
@@ -113,6 +114,9 @@ class MemoryDriver:
 
     def limits(self) -> Limits:
         return self.store.limits
+
+    def control(self) -> Control:
+        return self.store.control
 
     async def close(self) -> None:
         return None

@@ -20,6 +20,7 @@ from runequeue.drivers.base import (
     Outgoing,
     Reserved,
 )
+from runequeue.drivers.memory_control import MemoryControl
 from runequeue.errors import DriverError, DriverUnavailable
 from runequeue.failure_reasons import HOOK_CLAIMED, lease_expired_text, too_large_text
 from runequeue.limits import MemoryLimits
@@ -84,6 +85,7 @@ class MemoryStore:
         # Batches by id (`memory_batches`), changed under the lock only.
         self.batches: dict[str, BatchRecord] = {}
         self.limits = MemoryLimits(self._now)  # job middleware's counters and locks
+        self.control = MemoryControl(self._now)  # live workers, paused queues, restarts
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = (
             collections.defaultdict(set)
         )
@@ -113,6 +115,7 @@ class MemoryStore:
             self._locks.clear()
             self.batches.clear()
             self.limits = MemoryLimits(self._now)
+            self.control = MemoryControl(self._now)
             self._offset_s = 0.0
 
     # -- the operations ----------------------------------------------------------------------

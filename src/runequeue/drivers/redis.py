@@ -21,6 +21,7 @@ from runequeue.drivers.base import (
     Batch,
     BatchStore,
     Buried,
+    Control,
     Driver,
     LeaseKeeper,
     Limits,
@@ -28,6 +29,7 @@ from runequeue.drivers.base import (
     Producer,
     Reserved,
 )
+from runequeue.drivers.redis_control import RedisControl
 from runequeue.drivers.redis_direct import Call
 from runequeue.drivers.redis_errors import mapped_errors, redacted
 from runequeue.drivers.redis_keys import (
@@ -432,6 +434,9 @@ class RedisDriver:
 
     def limits(self) -> Limits:
         return RedisLimits(self.client, self.prefix, self._errors)
+
+    def control(self) -> Control:
+        return RedisControl(self.client, self.prefix, self._errors)
 
     def batches(self) -> BatchStore:
         if self._producer is None:

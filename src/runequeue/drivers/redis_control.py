@@ -1,0 +1,82 @@
+"""`Control` on Redis: a key per value under ``<prefix>:control:<namespace>:``, expiring by
+itself, and a sorted set per namespace indexing its names by expiry (ms; +inf for none), so
+reading a namespace never scans the keyspace."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+
+from runequeue.drivers.base import Control
+from runequeue.drivers.redis_keys import as_text
+
+# KEYS[1] = the index, KEYS[2] = the value's key; ARGV = name, value, ttl ms ('' = none)
+_PUT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[3] == '' then
+  redis.call('SET', KEYS[2], ARGV[2])
+  redis.call('ZADD', KEYS[1], '+inf', ARGV[1])
+else
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+end
+return 1
+"""
+
+# KEYS[1] = the index; ARGV[1] = the values' key prefix. Returns name, value, name, value, ...
+_GET_ALL = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local names = redis.call('ZRANGE', KEYS[1], 0, -1)
+local found = {}
+for _, name in ipairs(names) do
+  local value = redis.call('GET', ARGV[1] .. name)
+  if value then
+    found[#found + 1] = name
+    found[#found + 1] = value
+  end
+end
+return found
+"""
+
+
+class RedisControl:
+    """`Control` on the worker's (or a command's) asyncio client."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        errors: Callable[[], contextlib.AbstractContextManager[None]],
+    ) -> None:
+        self.client = client
+        self._prefix = f"{prefix}:control:"
+        self._errors = errors
+        self._put = client.register_script(_PUT)
+        self._get_all = client.register_script(_GET_ALL)
+
+    async def put(self, namespace: str, name: str, value: str, ttl_s: float | None = None) -> None:
+        ttl = "" if ttl_s is None else max(int(ttl_s * 1000), 1)
+        keys = [self._prefix + namespace, f"{self._prefix}{namespace}:{name}"]
+        with self._errors():
+            await self._put(keys=keys, args=[name, value, ttl])
+
+    async def get_all(self, namespace: str) -> dict[str, str]:
+        with self._errors():
+            reply = await self._get_all(keys=[self._prefix + namespace],
+                                        args=[f"{self._prefix}{namespace}:"])  # fmt: skip
+        return {as_text(reply[i]): as_text(reply[i + 1]) for i in range(0, len(reply), 2)}
+
+    async def delete(self, namespace: str, name: str) -> None:
+        with self._errors():
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.delete(f"{self._prefix}{namespace}:{name}")
+                pipe.zrem(self._prefix + namespace, name)
+                await pipe.execute()
+
+
+_check: type[Control] = RedisControl

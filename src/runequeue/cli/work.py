@@ -15,6 +15,7 @@ from runequeue.eventloop import LoopChoice
 from runequeue.job import Backoff
 from runequeue.logs import setup_worker_logging
 from runequeue.queue import Queue
+from runequeue.supervisor import Supervisor
 from runequeue.worker import WorkerOptions, run_worker
 
 
@@ -82,6 +83,10 @@ _not_negative = click.FloatRange(min=0)
     help="Event loop; auto takes uvloop when installed.",
 )  # fmt: skip
 @click.option(
+    "--processes", type=click.IntRange(min=1), default=1, show_default=True,
+    help="Worker processes to start and keep running (restarted on a crash, drained on SIGTERM).",
+)  # fmt: skip
+@click.option(
     "--log-config", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
     help="A logging.config file (.json: dictConfig, else INI) that configures all logging.",
 )  # fmt: skip
@@ -103,6 +108,7 @@ def queue_work(
     retry_after: float | None,
     strict: bool,
     loop: LoopChoice,
+    processes: int,
     log_config: str | None,
 ) -> None:
     """Process jobs until stopped (SIGTERM/SIGINT let running jobs finish).
@@ -112,8 +118,9 @@ def queue_work(
     RUNE_IMPORTS); it refuses to start without any.
 
     \b
-    Example:
+    Examples:
       rune queue:work database --import myapp.jobs --queue high,default
+      rune queue:work redis --import myapp.jobs --processes 4
     """
     signals.catch_early()
     config = config_for(connection, retry_after_s=retry_after)
@@ -147,7 +154,25 @@ def queue_work(
         ) from exc
     level = logging.DEBUG if is_verbose(ctx) else logging.INFO
     setup_worker_logging(level=level, config_file=log_config)
+    if processes > 1:
+        supervisor = Supervisor(
+            _child_command(), processes, restart_clean_exits=not stop_when_empty
+        )
+        sys.exit(supervisor.run())
     sys.exit(eventloop.run(run_worker(config, options), new_loop))
+
+
+def _child_command() -> list[str]:
+    """This command, as each supervised worker runs it: without ``--processes``."""
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--processes":
+            skip = True
+        elif not arg.startswith("--processes="):
+            args.append(arg)
+    return [sys.executable, "-m", "runequeue", *args]
 
 
 @cli.command("queue:size")

@@ -78,6 +78,7 @@ class Attempt:
     unique: UniqueLock | None = None
     # The batch whose counters this outcome moves (not a callback's: it is not counted).
     batch: str | None = None
+    waited_s: float = 0.0  # from dispatch to this attempt's start (metrics)
 
     @property
     def status(self) -> Status:
@@ -143,6 +144,7 @@ async def run_attempt(
     the backend's counters and locks, for job middleware and ``max_exceptions``.
     """
     started = time.perf_counter()
+    started_at = time.time()
     try:
         envelope = codec.decode(raw)
     except PayloadError as exc:
@@ -173,7 +175,9 @@ async def run_attempt(
     if events.any_listener():
         await _announce(decision, job, envelope, attempts, error, duration_s)
     batch = _counted_batch(envelope)
-    return Attempt(decision, envelope.job, envelope.id, error, duration_s, then, unique, batch)
+    waited_s = started_at - envelope.created_at
+    return Attempt(decision, envelope.job, envelope.id, error, duration_s, then, unique, batch,
+                   waited_s)  # fmt: skip
 
 
 async def _run(

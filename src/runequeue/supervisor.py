@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 import subprocess
 import threading
@@ -22,6 +23,8 @@ from types import FrameType
 
 log = logging.getLogger("runequeue.worker")
 
+# Each child's slot (1..N), in its environment: with --metrics-port, worker i serves on port+i-1.
+SLOT_VARIABLE = "RUNE_WORKER_SLOT"
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
 STABLE_AFTER_S = 60.0  # a child that ran this long resets its slot's back-off
@@ -87,7 +90,8 @@ class Supervisor:
     def _start(self, slot: _Slot) -> None:
         # A session of its own: a Ctrl-C at the terminal reaches the supervisor alone, which
         # passes one SIGTERM on (a second signal would make a child put its jobs back at once).
-        slot.process = subprocess.Popen(self.command, start_new_session=True)
+        environment = {**os.environ, SLOT_VARIABLE: str(slot.number)}
+        slot.process = subprocess.Popen(self.command, start_new_session=True, env=environment)
         slot.started_at = time.monotonic()
         log.info("supervisor: worker %d started (pid %d)", slot.number, slot.process.pid)
 

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING
 
 from runequeue import events, signals, startup
 from runequeue.backoff import Backoff, BrokerErrors
@@ -25,12 +26,16 @@ from runequeue.errors import DriverError
 from runequeue.failed_store import FailedJobStore
 from runequeue.heartbeat import Heartbeat
 from runequeue.in_flight import InFlight, Running
+from runequeue.metrics import JobMetrics
+
+if TYPE_CHECKING:
+    from runequeue.prometheus import MetricsServer
 from runequeue.outbox import FailureOutbox
 from runequeue.payload import Codec
 from runequeue.runner import DEFAULT_CODEC, log_attempt, run_attempt, unexpected_failure
 from runequeue.settle import Settler
 from runequeue.threads import DaemonThreadPool
-from runequeue.worker_control import Presence
+from runequeue.worker_control import ControlLoop, Presence
 from runequeue.worker_options import WorkerOptions
 
 __all__ = ["EXIT_THREADS_STUCK", "Running", "Worker", "WorkerOptions", "run_worker"]
@@ -40,8 +45,6 @@ log = logging.getLogger("runequeue.worker")
 # The exit status of a worker that stopped because timed-out plain-def handlers hold as many
 # threads as it runs jobs: only a new process gets those threads back (its supervisor starts one).
 EXIT_THREADS_STUCK = 3
-# How often a worker refreshes its record and reads the restart and pause signals.
-CONTROL_INTERVAL_S = 1.0
 # How long a shutdown waits for a wake-up it cut short, to put back what that wake-up reserved.
 ORPHAN_WAIT_S = 1.0
 
@@ -57,8 +60,10 @@ class Worker:
         *,
         connection: str,
         codec: Codec = DEFAULT_CODEC,
+        metrics: JobMetrics | None = None,
     ) -> None:
         self.driver = driver
+        self.metrics = metrics  # None: no metrics, and no cost
         self._limits = driver.limits()  # for job middleware
         # A capability is looked for once, not at every wake-up (an isinstance of a protocol).
         self._reserves_on_wake = driver if isinstance(driver, ReservesOnWake) else None
@@ -94,9 +99,13 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deadlines = Deadlines()
         # This worker's record in its backend, and the restart and pause signals it obeys.
-        self._presence = Presence(
+        presence = Presence(
             driver.control(), connection=connection, queues=options.queues,
             concurrency=options.concurrency, sweep_interval_s=options.sweep_interval_s,
+        )  # fmt: skip
+        self._control = ControlLoop(
+            presence, stats=lambda: (len(self._in_flight), self.processed),
+            on_restart=self.request_stop, interval_s=options.sweep_interval_s,
         )  # fmt: skip
 
     @property
@@ -136,12 +145,12 @@ class Worker:
         background = [
             asyncio.create_task(self._settler.run_acks()),
             asyncio.create_task(self._sweep_loop()),
-            asyncio.create_task(self._control_loop()),
+            asyncio.create_task(self._control.run(self._closing)),
         ]
         log.info("worker started: queues %s, concurrency %d", ",".join(self.options.queues),
                  self.options.concurrency)  # fmt: skip
         try:
-            await self._check_in()
+            await self._control.check_in()
             await self._work()
         finally:
             if events.listening(events.WorkerStopping):
@@ -150,7 +159,7 @@ class Worker:
             await self._put_back_orphans()
             await self._stop_background(background)
             await self._outbox.flush(self.options.queues)
-            await self._check_out()
+            await self._control.check_out()
             # Off the loop: it joins a thread that may be mid-call to the backend.
             await asyncio.to_thread(self._heartbeat.stop)
             await self._deadlines.close()
@@ -329,6 +338,10 @@ class Worker:
             attempt = unexpected_failure(item.raw, exc)
         self._stop_if_threads_are_stuck()
         log_attempt(attempt, item.attempts)
+        if self.metrics is not None:
+            self.metrics.running = len(self._in_flight)
+            self.metrics.record(item.queue, attempt.job_name, attempt.status, attempt.duration_s,
+                                attempt.waited_s)  # fmt: skip
         try:
             await self._settler.settle(item, attempt)
         except asyncio.CancelledError:
@@ -384,40 +397,11 @@ class Worker:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _check_in(self) -> None:
-        """Refresh this worker's record and read the signals (at start, then every second or
-        so): a restart asked for since it started stops it once its running jobs are done."""
-        try:
-            restart = await self._presence.beat(running=len(self._in_flight),
-                                                processed=self.processed)  # fmt: skip
-        except DriverError as exc:
-            log.warning("could not refresh this worker's record (rune workers): %s", exc)
-            return
-        if restart and not self._stop.is_set():
-            log.info("restart asked for (rune queue:restart): stopping once running jobs end")
-            self.request_stop()
-
-    async def _check_out(self) -> None:
-        try:
-            await self._presence.leave()
-        except DriverError as exc:
-            log.warning("could not remove this worker's record; it expires by itself: %s", exc)
-
     def _active_queues(self) -> Sequence[str]:
         """The worker's queues, less those paused (`rune queue:pause`), in priority order."""
-        paused = self._presence.signals.paused
+        paused = self._control.paused
         queues = self.options.queues
         return [queue for queue in queues if queue not in paused] if paused else queues
-
-    async def _control_loop(self) -> None:
-        """Check in every `CONTROL_INTERVAL_S` (or each sweep, if sooner): a pause or a restart
-        takes effect within about that."""
-        interval_s = min(CONTROL_INTERVAL_S, self.options.sweep_interval_s)
-        while not self._closing.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), interval_s)
-            if not self._closing.is_set():
-                await self._check_in()
 
     async def sweep(self) -> None:
         """Recover expired leases and due delayed jobs, and record jobs waiting in the outbox."""
@@ -486,9 +470,31 @@ async def run_worker(config: QueueConfig, options: WorkerOptions) -> int:
         driver = open_driver(config)
         try:
             await startup.check_backend(driver, strict=options.strict)
-            worker = Worker(driver, store, options, connection=config.driver, codec=config.codec)
-            return await worker.run()
+            metrics, server = _metrics_of(config, options)
+            worker = Worker(driver, store, options, connection=config.driver, codec=config.codec,
+                            metrics=metrics)  # fmt: skip
+            try:
+                return await worker.run()
+            finally:
+                if server is not None:
+                    server.stop()
         finally:
             await driver.close()
     finally:
         store.close()
+
+
+def _metrics_of(
+    config: QueueConfig, options: WorkerOptions
+) -> tuple[JobMetrics | None, MetricsServer | None]:
+    """The worker's metrics and their server, when ``options.metrics_port`` asks for them."""
+    if options.metrics_port is None:
+        return None, None
+    from runequeue.prometheus import queue_sizes_of, serve_worker_metrics
+    from runequeue.queue import Queue
+
+    metrics = JobMetrics()
+    sizes = queue_sizes_of(lambda queue: Queue.size(config, queue), options.queues)
+    server = serve_worker_metrics(metrics, host=options.metrics_host, port=options.metrics_port,
+                                  token=options.metrics_token, queue_sizes=sizes)  # fmt: skip
+    return metrics, server

@@ -5,21 +5,29 @@ there, read at each refresh (every second or so)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import logging
 import os
 import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
 from runequeue.drivers.base import Control
+from runequeue.errors import DriverError
+
+log = logging.getLogger("runequeue.worker")
 
 WORKERS = "worker"  # namespace of the workers' records
 SIGNALS = "signal"  # namespace of restart and pause
 RESTART = "restart"
 PAUSED = "paused:"  # + a queue name
+# How often a worker refreshes its record and reads the restart and pause signals.
+CONTROL_INTERVAL_S = 1.0
 # A record outlives its worker's last refresh by this many refreshes (at least `MIN_TTL_S`).
 TTL_SWEEPS = 3
 MIN_TTL_S = 10.0
@@ -92,6 +100,56 @@ class Presence:
 
     async def leave(self) -> None:
         await self.control.delete(WORKERS, self.id)
+
+
+class ControlLoop:
+    """A worker's side of control: it checks in at start, then every `CONTROL_INTERVAL_S` (or
+    each sweep, if sooner), so a pause or a restart takes effect within about that; a restart
+    asked for since it started calls ``on_restart``. A backend that cannot be reached for it is
+    warned about, and the worker goes on with what it last read."""
+
+    def __init__(
+        self,
+        presence: Presence,
+        *,
+        stats: Callable[[], tuple[int, int]],
+        on_restart: Callable[[], None],
+        interval_s: float,
+    ) -> None:
+        self.presence = presence
+        self._stats = stats  # (jobs running, jobs done)
+        self._on_restart = on_restart
+        self._interval_s = min(CONTROL_INTERVAL_S, interval_s)
+        self._restarting = False
+
+    @property
+    def paused(self) -> frozenset[str]:
+        return self.presence.signals.paused
+
+    async def check_in(self) -> None:
+        running, processed = self._stats()
+        try:
+            restart = await self.presence.beat(running=running, processed=processed)
+        except DriverError as exc:
+            log.warning("could not refresh this worker's record (rune workers): %s", exc)
+            return
+        if restart and not self._restarting:
+            self._restarting = True
+            log.info("restart asked for (rune queue:restart): stopping once running jobs end")
+            self._on_restart()
+
+    async def check_out(self) -> None:
+        try:
+            await self.presence.leave()
+        except DriverError as exc:
+            log.warning("could not remove this worker's record; it expires by itself: %s", exc)
+
+    async def run(self, closing: asyncio.Event) -> None:
+        while not closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closing.wait(), self._interval_s)
+            if not closing.is_set():
+                await self.check_in()
 
 
 def read_signals(values: dict[str, str]) -> Signals:

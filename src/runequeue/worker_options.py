@@ -32,6 +32,10 @@ class WorkerOptions:
             running jobs back at once). ``rune queue:work`` sets it; leave it off for a worker
             embedded in an application's event loop (a FastAPI lifespan, a test), whose signals
             are the application's: stop that worker by cancelling its task.
+        metrics_port, metrics_host, metrics_token: serve Prometheus metrics on
+            ``http://metrics_host:metrics_port/metrics`` (`runequeue.prometheus`), answering only
+            ``Authorization: Bearer <metrics_token>`` (one is made up and logged when unset).
+            Off by default.
     """
 
     queues: tuple[str, ...] = ("default",)
@@ -48,6 +52,9 @@ class WorkerOptions:
     sweep_interval_s: float = 5.0
     strict: bool = False
     handle_signals: bool = False
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_token: str | None = dataclasses.field(default=None, repr=False)
 
     @functools.cached_property
     def defaults(self) -> JobDefaults:

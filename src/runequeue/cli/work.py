@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -15,7 +16,7 @@ from runequeue.eventloop import LoopChoice
 from runequeue.job import Backoff
 from runequeue.logs import setup_worker_logging
 from runequeue.queue import Queue
-from runequeue.supervisor import Supervisor
+from runequeue.supervisor import SLOT_VARIABLE, Supervisor
 from runequeue.worker import WorkerOptions, run_worker
 
 
@@ -83,6 +84,15 @@ _not_negative = click.FloatRange(min=0)
     help="Event loop; auto takes uvloop when installed.",
 )  # fmt: skip
 @click.option(
+    "--metrics-port", type=click.IntRange(min=0, max=65535), metavar="PORT",
+    help="Serve Prometheus metrics on this port (with --processes N, worker i on PORT+i-1); "
+    "scrapes send Authorization: Bearer $RUNE_METRICS_TOKEN (one is made up and logged if unset).",
+)  # fmt: skip
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True,
+    help="Address the metrics listen on (0.0.0.0 for every interface).",
+)  # fmt: skip
+@click.option(
     "--processes", type=click.IntRange(min=1), default=1, show_default=True,
     help="Worker processes to start and keep running (restarted on a crash, drained on SIGTERM).",
 )  # fmt: skip
@@ -108,6 +118,8 @@ def queue_work(
     retry_after: float | None,
     strict: bool,
     loop: LoopChoice,
+    metrics_port: int | None,
+    metrics_host: str,
     processes: int,
     log_config: str | None,
 ) -> None:
@@ -145,6 +157,9 @@ def queue_work(
         shutdown_timeout_s=shutdown_timeout,
         strict=strict,
         handle_signals=True,
+        metrics_port=_slot_port(metrics_port),
+        metrics_host=metrics_host,
+        metrics_token=os.environ.get("RUNE_METRICS_TOKEN") or None,
     )
     try:
         new_loop = eventloop.loop_factory(loop)
@@ -160,6 +175,14 @@ def queue_work(
         )
         sys.exit(supervisor.run())
     sys.exit(eventloop.run(run_worker(config, options), new_loop))
+
+
+def _slot_port(port: int | None) -> int | None:
+    """A supervised worker's metrics port: the one asked for, plus its slot (`SLOT_VARIABLE`)."""
+    slot = os.environ.get(SLOT_VARIABLE, "")
+    if port is None or not slot.isdigit() or port == 0:
+        return port
+    return port + int(slot) - 1
 
 
 def _child_command() -> list[str]:

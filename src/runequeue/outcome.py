@@ -41,12 +41,15 @@ async def decided(
     backoff: Backoff,
     error: BaseException | None,
     limits: Limits | None,
+    *,
+    only_try: bool = False,
 ) -> tuple[Decision, BaseException | None]:
-    """The attempt's decision, and its error (a `Job.fail` makes one)."""
+    """The attempt's decision, and its error (a `Job.fail` makes one). With ``only_try`` (the
+    sync driver, a retried sync job) there is no retry, whatever ``retry_until`` says."""
     requested = job.requested
     if requested is not None and error is None:
         return _as_requested(job, requested)
-    deadline = deadline_of(envelope)
+    deadline = None if only_try else deadline_of(envelope)
     decision = decide(attempts, tries, backoff, error, deadline, time.time() if deadline else 0)
     if job.max_exceptions is not None and limits is not None:
         decision = await _bounded_exceptions(job, decision, error, limits)

@@ -53,7 +53,7 @@ async def run_now(
     ``RuntimeError`` from a job must not get a storage error instead.
     """
     attempt = await run_once(raw, codec, (lambda: batches) if batches is not None else None)
-    if isinstance(attempt.decision, Release):  # (only a job's own release: it has one try)
+    if isinstance(attempt.decision, Release) and attempt.decision.refund:  # the job's own
         log.warning("%s (%s) asked to be released, but the sync driver has no queue to put it "
                     "back on: it is not run again", attempt.job_name, attempt.job_id)  # fmt: skip
         return

@@ -166,7 +166,8 @@ async def run_attempt(
     duration_s = time.perf_counter() - started
     if timeout_s is not None and duration_s > timeout_s:  # (a success does no arithmetic)
         _warn_not_stopped(job, duration_s, timeout_s, error)
-    decision, error = await _decide(job, envelope, attempts, tries, backoff, error, limits)
+    decision, error = await _decide(job, envelope, attempts, tries, backoff, error, limits,
+                                    only_try)  # fmt: skip
     if isinstance(decision, Fail) and error is not None:
         await failed_hook.call_failed_hook(job, error, timeout_s=timeout_s, threads=threads)
         duration_s = time.perf_counter() - started
@@ -203,10 +204,12 @@ async def _decide(
     backoff: Backoff,
     error: BaseException | None,
     limits: Limits | None,
+    only_try: bool,
 ) -> tuple[Decision, BaseException | None]:
     if job.requested is None and not envelope.retry_until and job.max_exceptions is None:
         return decide(attempts, tries, backoff, error), error  # the common case, kept lean
-    return await outcome.decided(job, envelope, attempts, tries, backoff, error, limits)
+    return await outcome.decided(job, envelope, attempts, tries, backoff, error, limits,
+                                 only_try=only_try)  # fmt: skip
 
 
 def _counted_batch(envelope: Envelope) -> str | None:

@@ -21,6 +21,8 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from runequeue import signals
+
 log = logging.getLogger("runequeue.worker")
 
 # Each child's slot (1..N), in its environment: with --metrics-port, worker i serves on port+i-1.
@@ -56,6 +58,8 @@ class Supervisor:
         stops = (signal.SIGTERM, signal.SIGINT)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in stops}
         try:
+            if signals.arrived_early():  # stopped while the command was starting up
+                self.stop()
             for slot in self.slots:
                 self._start(slot)
             while not self._all_done():
@@ -88,12 +92,16 @@ class Supervisor:
         self.stop()
 
     def _start(self, slot: _Slot) -> None:
+        if self._stopping.is_set():
+            return
         # A session of its own: a Ctrl-C at the terminal reaches the supervisor alone, which
         # passes one SIGTERM on (a second signal would make a child put its jobs back at once).
         environment = {**os.environ, SLOT_VARIABLE: str(slot.number)}
         slot.process = subprocess.Popen(self.command, start_new_session=True, env=environment)
         slot.started_at = time.monotonic()
         log.info("supervisor: worker %d started (pid %d)", slot.number, slot.process.pid)
+        if self._stopping.is_set():  # the stop came in while it was starting: it drains too
+            slot.process.send_signal(signal.SIGTERM)
 
     def _tend(self) -> None:
         now = time.monotonic()

@@ -105,7 +105,7 @@ class Worker:
         )  # fmt: skip
         self._control = ControlLoop(
             presence, stats=lambda: (len(self._in_flight), self.processed),
-            on_restart=self.request_stop, interval_s=options.sweep_interval_s,
+            on_restart=self._stop_gently, interval_s=options.sweep_interval_s,
         )  # fmt: skip
 
     @property
@@ -168,6 +168,12 @@ class Worker:
                 signals.give_back(self._loop)
         log.info("worker stopped after %d job(s)", self.processed)
         return self.exit_code
+
+    def _stop_gently(self) -> None:
+        """Stop taking jobs and let running ones finish, even if asked twice (a restart signal
+        on top of a SIGTERM must not put running jobs back, as a second SIGTERM does)."""
+        if not self._stop.is_set():
+            self.request_stop()
 
     def request_stop(self) -> None:
         """Stop taking jobs; running ones finish (a second call puts them back at once)."""

@@ -345,3 +345,18 @@ def test_a_batch_job_failed_by_its_lease_is_counted_once(
     found = batch.fresh()
     assert (found.failed_jobs, found.pending_jobs, found.finished()) == (1, 1, True)
     assert [job.job_id for job in failed_jobs(config)] == found.failed_job_ids
+
+
+def test_adding_the_same_jobs_twice_counts_them_once(backend: QueueConfig, tmp_path: Path) -> None:
+    from runequeue.job_batch import encoded
+    from runequeue.payload import BatchRef
+    from runequeue.queue import batch_store
+
+    ledger = str(tmp_path / "ledger")
+    batch = Bus.batch([Record(ledger)]).dispatch(backend)
+    items = [encoded(Record(ledger), "default", BatchRef(id=batch.id), backend.codec)]
+    store = batch_store(backend)
+    assert store.add_to_batch(batch.id, "default", items)
+    assert store.add_to_batch(batch.id, "default", items)  # an add repeated after a lost reply
+    assert (batch.fresh().total_jobs, batch.fresh().pending_jobs) == (2, 2)
+    assert Queue.size(backend) == 2

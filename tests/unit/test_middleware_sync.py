@@ -39,3 +39,15 @@ def test_a_sync_job_that_releases_itself_runs_once(sqlite_url: str, tmp_path: Pa
     ledger = tmp_path / "ledger"
     Queue.dispatch(sync, ReleasesItself(str(ledger), times=3))
     assert len(read_ledger(ledger)) == 1
+
+
+def test_a_sync_job_with_a_retry_deadline_fails_as_any_sync_job(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    from tests.support.jobs import Boom, RetriedUntil
+
+    sync = QueueConfig(driver="sync", database_url=sqlite_url)
+    # One try on the sync driver, whatever its deadline says: the error reaches the caller (it
+    # was once taken for a release, logged and swallowed).
+    with pytest.raises(Boom):
+        Queue.dispatch(sync, RetriedUntil(str(tmp_path / "ledger"), seconds=60))

@@ -100,8 +100,8 @@ class MemoryBatchStore(InMemoryBatches):
                 record = self.records.get(batch_id)
                 if record is None:
                     return False
-                record.grew(len(jobs))
-                _, woken = self.store.store_locked(jobs)
+                stored, woken = self.store.store_locked(jobs)
+                record.grew(stored)
         except DriverError as exc:
             raise DispatchError(f"could not add to batch {batch_id}: {exc}") from exc
         self.store.wake(woken)

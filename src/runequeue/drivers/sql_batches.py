@@ -76,10 +76,9 @@ class DatabaseBatches:
                 record = _locked(conn, batch_id)
                 if record is None:
                     return False
-                record.grew(len(jobs))
+                record.grew(self._store_jobs(conn, jobs))  # (an id stored already counts once)
                 conn.execute(sa.update(job_batches).where(job_batches.c.id == batch_id)
                              .values(**_changing(record)))  # fmt: skip
-                self._store_jobs(conn, jobs)
                 return True
         except DriverError as exc:
             raise DispatchError(f"could not add to batch {batch_id}: {exc}") from exc

@@ -92,6 +92,17 @@ class BatchRecord:
                 self.cancelled_at = now
         return self._take(due + self._if_all_ran(now))
 
+    def moved(self, job_id: str, *, succeeded: bool, now: float) -> list[Outgoing]:
+        """`succeeded` or `failed_for_good`, as the job's outcome says."""
+        return self.succeeded(job_id, now) if succeeded else self.failed_for_good(job_id, now)
+
+    def prunable(self, finished_before: float, unfinished_before: float | None) -> bool:
+        """Whether ``rune queue:prune-batches`` deletes it: finished before ``finished_before``,
+        or, when given, unfinished and created before ``unfinished_before``."""
+        if self.finished_at is not None:
+            return self.finished_at < finished_before
+        return unfinished_before is not None and self.created_at < unfinished_before
+
     def grew(self, count: int) -> None:
         """Jobs were added to the batch (from one of its running jobs)."""
         self.total += count

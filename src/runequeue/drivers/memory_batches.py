@@ -56,12 +56,7 @@ class InMemoryBatches:
             doomed = [
                 record.id
                 for record in self.records.values()
-                if (record.finished_at is not None and record.finished_at < finished_before)
-                or (
-                    record.finished_at is None
-                    and unfinished_before is not None
-                    and record.created_at < unfinished_before
-                )
+                if record.prunable(finished_before, unfinished_before)
             ]
             for batch_id in doomed:
                 del self.records[batch_id]
@@ -71,11 +66,7 @@ class InMemoryBatches:
         """Move a batch's counters for its job (taking the lock): the callbacks now due."""
         with self._changing("ack") as now:
             record = self.records.get(batch_id)
-            if record is None:
-                return []
-            return (
-                record.succeeded(job_id, now) if succeeded else record.failed_for_good(job_id, now)
-            )
+            return [] if record is None else record.moved(job_id, succeeded=succeeded, now=now)
 
 
 class MemoryBatchStore(InMemoryBatches):
@@ -110,7 +101,7 @@ class MemoryBatchStore(InMemoryBatches):
     def batch_failed(self, queue: str, batch_id: str, job_id: str) -> None:
         with self.store.changing("bury") as now:
             record = self.records.get(batch_id)
-            due = record.failed_for_good(job_id, now) if record is not None else []
+            due = [] if record is None else record.moved(job_id, succeeded=False, now=now)
             _, woken = self.store.store_locked(due)
         self.store.wake(woken)
 

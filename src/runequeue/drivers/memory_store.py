@@ -345,10 +345,7 @@ class MemoryStore:
     def _batch_moved(self, batch: str | None, job_id: str, succeeded: bool) -> list[Outgoing]:
         """Move ``batch``'s counters for its job (under the lock): the callbacks now due."""
         record = self.batches.get(batch) if batch is not None else None
-        if record is None:
-            return []
-        now = self._now()
-        return record.succeeded(job_id, now) if succeeded else record.failed_for_good(job_id, now)
+        return [] if record is None else record.moved(job_id, succeeded=succeeded, now=self._now())
 
     @staticmethod
     def _store_followers(q: _Queue, then: Sequence[Outgoing]) -> None:

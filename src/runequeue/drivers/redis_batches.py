@@ -124,7 +124,7 @@ class RedisBatches:
         pruned = 0
         with self._errors():
             for record in self._all():
-                if _prunable(record, finished_before, unfinished_before):
+                if record.prunable(finished_before, unfinished_before):
                     with self.client.pipeline(transaction=False) as pipe:
                         pipe.delete(*batch_keys(self.keys(record.queue), record.id))
                         pipe.zrem(self._index, record.id)
@@ -150,12 +150,6 @@ class RedisBatches:
             ):
                 self.client.zrem(self._index, batch_id)
                 self.client.hdel(self._queues, batch_id)
-
-
-def _prunable(record: BatchRecord, finished_before: float, unfinished_before: float | None) -> bool:
-    if record.finished_at is not None:
-        return record.finished_at < finished_before
-    return unfinished_before is not None and record.created_at < unfinished_before
 
 
 def _fields(record: BatchRecord) -> dict[FieldT, EncodableT]:

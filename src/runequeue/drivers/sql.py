@@ -392,11 +392,16 @@ def take_lock(dialect: str, queue: str, lock_key: str, job_id: str, ttl_ms: int)
         "queue": queue, "lock_key": lock_key, "job_id": job_id,
         "expires_at": now_ms(dialect) + ttl_ms,
     }  # fmt: skip
+    return insert_if_absent(dialect, job_locks, values)
+
+
+def insert_if_absent(dialect: str, table: sa.Table, values: dict[str, Any]) -> sa.Executable:
+    """INSERT ``values`` into ``table`` unless a row with the same primary key is there."""
     if dialect == "sqlite":
-        return sqlite.insert(job_locks).values(values).on_conflict_do_nothing()
+        return sqlite.insert(table).values(values).on_conflict_do_nothing()
     if dialect == "postgresql":
-        return postgresql.insert(job_locks).values(values).on_conflict_do_nothing()
-    return mysql.insert(job_locks).values(values).prefix_with("IGNORE")
+        return postgresql.insert(table).values(values).on_conflict_do_nothing()
+    return mysql.insert(table).values(values).prefix_with("IGNORE")
 
 
 def lock_holder(dialect: str, queue: str, lock_key: str) -> sa.Select[Any]:

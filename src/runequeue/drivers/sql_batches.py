@@ -30,8 +30,7 @@ def move_batch(
     record = _locked(conn, batch_id)
     if record is None:
         return []
-    now = time.time()
-    due = record.succeeded(job_id, now) if succeeded else record.failed_for_good(job_id, now)
+    due = record.moved(job_id, succeeded=succeeded, now=time.time())
     conn.execute(
         sa.update(job_batches).where(job_batches.c.id == batch_id).values(**_changing(record))
     )

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from runequeue.drivers import sql
 from runequeue.drivers.base import Limits
@@ -59,7 +58,8 @@ class DatabaseLimits:
     def _hit(self, key: str, window_ms: int) -> tuple[int, float]:
         now = sql.now_ms(self.dialect)
         with self.engine.begin() as conn:
-            conn.execute(_insert_absent(self.dialect, key, now + window_ms))
+            row = {"limit_key": key, "hits": 0, "resets_at": now + window_ms}
+            conn.execute(sql.insert_if_absent(self.dialect, job_limits, row))
             expired = conn.execute(
                 sa.select(job_limits.c.resets_at <= now).where(_key(key)).with_for_update()
             ).scalar_one()
@@ -99,15 +99,6 @@ class DatabaseLimits:
 
 def _key(key: str) -> sa.ColumnElement[bool]:
     return job_limits.c.limit_key == key
-
-
-def _insert_absent(dialect: str, key: str, resets_at: sa.ColumnElement[int]) -> sa.Executable:
-    values = {"limit_key": key, "hits": 0, "resets_at": resets_at}
-    if dialect == "sqlite":
-        return sqlite.insert(job_limits).values(values).on_conflict_do_nothing()
-    if dialect == "postgresql":
-        return postgresql.insert(job_limits).values(values).on_conflict_do_nothing()
-    return mysql.insert(job_limits).values(values).prefix_with("IGNORE")
 
 
 _check: type[Limits] = DatabaseLimits

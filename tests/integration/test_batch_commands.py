@@ -41,3 +41,10 @@ def test_list_retry_and_prune_batches(config: QueueConfig, tmp_path: Path) -> No
     assert "deleted 0 batch(es)" in run_cli(["queue:prune-batches"], config)
     assert "deleted 1 batch(es)" in run_cli(["queue:prune-batches", "--hours", "0"], config)
     assert Bus.find_batch(config, batch.id) is None
+
+
+def test_batch_commands_on_the_sync_driver_say_what_to_set(config: QueueConfig) -> None:
+    from dataclasses import replace
+
+    out = run_cli(["queue:batches"], replace(config, driver="sync"), exit_code=1)
+    assert "keeps no queue: set QUEUE_DRIVER=database (or redis)" in out

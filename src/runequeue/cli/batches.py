@@ -20,12 +20,17 @@ from runequeue.cli.common import (
     import_option,
 )
 from runequeue.config import QueueConfig
+from runequeue.drivers import require_a_queue
 from runequeue.failed_jobs import FailedJobs
 
 
 def _config(connection: str | None, database_url: str | None = None) -> QueueConfig:
+    """The configuration, on a backend that keeps batches (the sync driver keeps them inside the
+    process that dispatched them, where no command can see them)."""
     overrides = {} if database_url is None else {"database_url": database_url}
-    return config_for(connection, **overrides)
+    config = config_for(connection, **overrides)
+    require_a_queue(config)
+    return config
 
 
 @cli.command("queue:batches")

@@ -9,7 +9,12 @@ Metrics (labels bounded: queues and registered job names, never job ids):
 - ``runequeue_job_duration_seconds{queue,job}``: run time, a histogram;
 - ``runequeue_job_wait_seconds{queue}``: dispatch to start (a delayed job's delay included);
 - ``runequeue_jobs_running``: jobs this worker runs now;
-- ``runequeue_queue_size{queue}``: jobs waiting, delayed or running on each of its queues.
+- ``runequeue_queue_size{queue,state}``: jobs of each of its queues by state (ready, delayed,
+  reserved), and ``runequeue_workers``: live workers of its backend, both read from the backend
+  with each metrics flush (every few seconds), never at scrape time.
+
+The dashboard's ``/metrics`` (`runequeue.dashboard`) serves the backend-wide ones:
+``runequeue_queue_size``, ``runequeue_workers`` and ``runequeue_failed_jobs{queue}``.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ import itertools
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from http.server import ThreadingHTTPServer
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import MetricsHandler
@@ -32,19 +38,25 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
+from runequeue.drivers.base import QueueCounts
 from runequeue.metrics import BUCKETS, Histogram, JobMetrics
 
 log = logging.getLogger("runequeue.worker")
 
-QueueSizes = Callable[[], dict[str, int]]
+
+class ReadBack(Protocol):
+    """Backend figures a worker reads at each metrics flush (`MetricsPublisher`)."""
+
+    queue_counts: dict[str, QueueCounts]
+    workers: int | None
 
 
 class WorkerCollector(Collector):
     """The metrics families of one worker, built from a snapshot at each scrape."""
 
-    def __init__(self, metrics: JobMetrics, queue_sizes: QueueSizes | None = None) -> None:
+    def __init__(self, metrics: JobMetrics, read_back: ReadBack | None = None) -> None:
         self.metrics = metrics
-        self.queue_sizes = queue_sizes
+        self.read_back = read_back
 
     def collect(self) -> Iterable[Metric]:
         snap = self.metrics.snapshot()
@@ -67,17 +79,23 @@ class WorkerCollector(Collector):
         yield wait
         yield GaugeMetricFamily("runequeue_jobs_running", "Jobs this worker runs now.",
                                 value=snap.running)  # fmt: skip
-        if self.queue_sizes is not None:
-            sizes = GaugeMetricFamily(
-                "runequeue_queue_size", "Jobs waiting, delayed or running.", labels=["queue"]
-            )
-            try:
-                for queue, size in sorted(self.queue_sizes().items()):
-                    sizes.add_metric([queue], size)
-            except Exception as exc:  # the backend away: the other metrics still go out
-                log.warning("metrics: could not read queue sizes: %s", exc)
-                return
-            yield sizes
+        if self.read_back is not None:
+            yield queue_size_family(self.read_back.queue_counts)
+            if self.read_back.workers is not None:
+                yield workers_family(self.read_back.workers)
+
+
+def queue_size_family(counts: dict[str, QueueCounts]) -> GaugeMetricFamily:
+    sizes = GaugeMetricFamily("runequeue_queue_size", "Jobs of a queue, by state.",
+                              labels=["queue", "state"])  # fmt: skip
+    for queue, count in sorted(counts.items()):
+        for state in ("ready", "delayed", "reserved"):
+            sizes.add_metric([queue, state], getattr(count, state))
+    return sizes
+
+
+def workers_family(workers: int) -> GaugeMetricFamily:
+    return GaugeMetricFamily("runequeue_workers", "Live workers of the backend.", value=workers)
 
 
 def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
@@ -134,11 +152,11 @@ def serve_worker_metrics(
     host: str,
     port: int,
     token: str | None,
-    queue_sizes: QueueSizes | None = None,
+    read_back: ReadBack | None = None,
 ) -> MetricsServer:
     """Start serving ``metrics``; a token is made up (and logged) when none is given."""
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(WorkerCollector(metrics, queue_sizes))
+    registry.register(WorkerCollector(metrics, read_back))
     if not token:
         token = secrets.token_urlsafe(24)
         log.warning("metrics token (set RUNE_METRICS_TOKEN to choose one): %s", token)
@@ -146,10 +164,3 @@ def serve_worker_metrics(
     server.start()
     log.info("metrics on %s (Authorization: Bearer <token>)", server.address)
     return server
-
-
-def queue_sizes_of(size: Callable[[str], int], queues: Sequence[str]) -> QueueSizes:
-    def sizes() -> dict[str, int]:
-        return {queue: size(queue) for queue in queues}
-
-    return sizes

@@ -27,6 +27,8 @@ from runequeue.failed_store import FailedJobStore
 from runequeue.heartbeat import Heartbeat
 from runequeue.in_flight import InFlight, Running
 from runequeue.metrics import JobMetrics
+from runequeue.metrics_publisher import MetricsPublisher
+from runequeue.recent_jobs import RecentJobs
 
 if TYPE_CHECKING:
     from runequeue.prometheus import MetricsServer
@@ -63,6 +65,8 @@ class Worker:
         metrics: JobMetrics | None = None,
     ) -> None:
         self.driver = driver
+        if metrics is None and (options.publish_metrics or options.metrics_port is not None):
+            metrics = JobMetrics()
         self.metrics = metrics  # None: no metrics, and no cost
         self._limits = driver.limits()  # for job middleware
         # A capability is looked for once, not at every wake-up (an isinstance of a protocol).
@@ -107,6 +111,16 @@ class Worker:
             presence, stats=lambda: (len(self._in_flight), self.processed),
             on_restart=self._stop_gently, interval_s=options.sweep_interval_s,
         )  # fmt: skip
+        # Per-minute metrics and the last jobs run, in the backend for the dashboard.
+        # (Its Prometheus endpoint, if any, reads queue sizes back through it.)
+        self._recent: RecentJobs | None = None
+        self.publisher: MetricsPublisher | None = None
+        if self.metrics is not None:
+            self._recent = RecentJobs() if options.publish_metrics else None
+            self.publisher = MetricsPublisher(
+                driver, presence.id, self.metrics, self._recent, queues=options.queues,
+                read_back=options.metrics_port is not None,
+            )  # fmt: skip
 
     @property
     def processed(self) -> int:
@@ -147,6 +161,8 @@ class Worker:
             asyncio.create_task(self._sweep_loop()),
             asyncio.create_task(self._control.run(self._closing)),
         ]
+        if self.publisher is not None:
+            background.append(asyncio.create_task(self.publisher.run(self._closing)))
         log.info("worker started: queues %s, concurrency %d", ",".join(self.options.queues),
                  self.options.concurrency)  # fmt: skip
         try:
@@ -159,6 +175,8 @@ class Worker:
             await self._put_back_orphans()
             await self._stop_background(background)
             await self._outbox.flush(self.options.queues)
+            if self.publisher is not None:
+                await self.publisher.flush()
             await self._control.check_out()
             # Off the loop: it joins a thread that may be mid-call to the backend.
             await asyncio.to_thread(self._heartbeat.stop)
@@ -348,6 +366,8 @@ class Worker:
             self.metrics.running = len(self._in_flight)
             self.metrics.record(item.queue, attempt.job_name, attempt.status, attempt.duration_s,
                                 attempt.waited_s)  # fmt: skip
+            if self._recent is not None:
+                self._recent.add(item, attempt)
         try:
             await self._settler.settle(item, attempt)
         except asyncio.CancelledError:
@@ -476,9 +496,8 @@ async def run_worker(config: QueueConfig, options: WorkerOptions) -> int:
         driver = open_driver(config)
         try:
             await startup.check_backend(driver, strict=options.strict)
-            metrics, server = _metrics_of(config, options)
-            worker = Worker(driver, store, options, connection=config.driver, codec=config.codec,
-                            metrics=metrics)  # fmt: skip
+            worker = Worker(driver, store, options, connection=config.driver, codec=config.codec)
+            server = _serve_metrics(worker, options)
             try:
                 return await worker.run()
             finally:
@@ -490,17 +509,12 @@ async def run_worker(config: QueueConfig, options: WorkerOptions) -> int:
         store.close()
 
 
-def _metrics_of(
-    config: QueueConfig, options: WorkerOptions
-) -> tuple[JobMetrics | None, MetricsServer | None]:
-    """The worker's metrics and their server, when ``options.metrics_port`` asks for them."""
-    if options.metrics_port is None:
-        return None, None
-    from runequeue.prometheus import queue_sizes_of, serve_worker_metrics
-    from runequeue.queue import Queue
+def _serve_metrics(worker: Worker, options: WorkerOptions) -> MetricsServer | None:
+    """Serve the worker's Prometheus metrics, when ``options.metrics_port`` asks for them."""
+    if options.metrics_port is None or worker.metrics is None or worker.publisher is None:
+        return None
+    from runequeue.prometheus import serve_worker_metrics
 
-    metrics = JobMetrics()
-    sizes = queue_sizes_of(lambda queue: Queue.size(config, queue), options.queues)
-    server = serve_worker_metrics(metrics, host=options.metrics_host, port=options.metrics_port,
-                                  token=options.metrics_token, queue_sizes=sizes)  # fmt: skip
-    return metrics, server
+    return serve_worker_metrics(worker.metrics, host=options.metrics_host,
+                                port=options.metrics_port, token=options.metrics_token,
+                                read_back=worker.publisher)  # fmt: skip

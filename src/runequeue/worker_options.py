@@ -36,6 +36,9 @@ class WorkerOptions:
             ``http://metrics_host:metrics_port/metrics`` (`runequeue.prometheus`), answering only
             ``Authorization: Bearer <metrics_token>`` (one is made up and logged when unset).
             Off by default.
+        publish_metrics: publish per-minute metrics and the last jobs run to the backend every
+            few seconds, for ``rune dashboard`` (`runequeue.metrics_publisher`). On by default;
+            ``rune queue:work --no-metrics`` turns it off.
     """
 
     queues: tuple[str, ...] = ("default",)
@@ -55,6 +58,7 @@ class WorkerOptions:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     metrics_token: str | None = dataclasses.field(default=None, repr=False)
+    publish_metrics: bool = True
 
     @functools.cached_property
     def defaults(self) -> JobDefaults:

@@ -7,12 +7,14 @@ import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from runequeue import Queue, QueueConfig
+from runequeue.drivers.base import QueueCounts
 from runequeue.metrics import JobMetrics
 from runequeue.prometheus import WorkerCollector
 from tests.support.jobs import AlwaysFails, Record, read_ledger
@@ -34,7 +36,10 @@ def test_counts_and_histograms_with_bounded_labels() -> None:
     metrics.record("default", "tests.Record", "RETRY", 0.01, 0.1)
     metrics.record("default", "<script>evil-9f2c", "FAIL", 0.0, 0.0)  # not a registered class
     registry = CollectorRegistry()
-    registry.register(WorkerCollector(metrics, lambda: {"default": 7}))
+    read_back = SimpleNamespace(
+        queue_counts={"default": QueueCounts(ready=4, delayed=2, reserved=1)}, workers=3
+    )
+    registry.register(WorkerCollector(metrics, read_back))
 
     found = samples(generate_latest(registry).decode())
 
@@ -48,7 +53,11 @@ def test_counts_and_histograms_with_bounded_labels() -> None:
     assert found["runequeue_job_duration_seconds_bucket", (*labels[:1], ("le", "0.025"),
                                                            labels[1])] == 2  # fmt: skip
     assert found["runequeue_job_wait_seconds_count", (("queue", "default"),)] == 4
-    assert found["runequeue_queue_size", (("queue", "default"),)] == 7
+    size = "runequeue_queue_size"
+    assert found[size, (("queue", "default"), ("state", "ready"))] == 4
+    assert found[size, (("queue", "default"), ("state", "delayed"))] == 2
+    assert found[size, (("queue", "default"), ("state", "reserved"))] == 1
+    assert found["runequeue_workers", ()] == 3
     assert not any("evil" in str(key) for key in found)
 
 
@@ -90,7 +99,8 @@ def test_a_worker_serves_its_metrics_behind_a_token(
         done = ("runequeue_jobs_total", (("job", "tests.Record"), ("queue", "default"),
                                          ("status", "done")))  # fmt: skip
         assert found[done] == 3
-        assert found["runequeue_queue_size", (("queue", "default"),)] == 0
+        assert found["runequeue_queue_size", (("queue", "default"), ("state", "ready"))] == 0
+        assert found["runequeue_workers", ()] == 1
         log = tmp_path / "worker.log"
         served = f"metrics on http://127.0.0.1:{port}/metrics"  # loopback by default
         wait_until(lambda: served in log.read_text(encoding="utf-8"), what="the log line")

@@ -93,6 +93,10 @@ _not_negative = click.FloatRange(min=0)
     help="Address the metrics listen on (0.0.0.0 for every interface).",
 )  # fmt: skip
 @click.option(
+    "--no-metrics", "no_metrics", is_flag=True,
+    help="Don't publish per-minute metrics and recent jobs to the backend (rune dashboard).",
+)  # fmt: skip
+@click.option(
     "--processes", type=click.IntRange(min=1), default=1, show_default=True,
     help="Worker processes to start and keep running (restarted on a crash, drained on SIGTERM).",
 )  # fmt: skip
@@ -120,6 +124,7 @@ def queue_work(
     loop: LoopChoice,
     metrics_port: int | None,
     metrics_host: str,
+    no_metrics: bool,
     processes: int,
     log_config: str | None,
 ) -> None:
@@ -160,6 +165,7 @@ def queue_work(
         metrics_port=_slot_port(metrics_port),
         metrics_host=metrics_host,
         metrics_token=os.environ.get("RUNE_METRICS_TOKEN") or None,
+        publish_metrics=not no_metrics,
     )
     try:
         new_loop = eventloop.loop_factory(loop)

@@ -57,6 +57,19 @@ class Reserved:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """A queue's jobs by state (`Driver.counts`); their sum is `Driver.size`."""
+
+    ready: int  # may run now (a job recovered from a dead worker included)
+    delayed: int  # waiting for their time (a delay, a backoff, a release)
+    reserved: int  # running, or leased by a worker that may have died (until the lease ends)
+
+    @property
+    def total(self) -> int:
+        return self.ready + self.delayed + self.reserved
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Batch:
     """What one reserve call returned, and how long until the next delayed job is due.
 
@@ -182,6 +195,9 @@ class Driver(Protocol):
 
     async def size(self, queue: str) -> int: ...
 
+    async def counts(self, queue: str) -> QueueCounts:
+        """The queue's jobs by state: what the dashboard and ``runequeue_queue_size`` show."""
+
     async def clear(self, queue: str) -> int: ...
 
     def lease_keeper(self) -> LeaseKeeper:
@@ -234,6 +250,10 @@ class Control(Protocol):
         """Every unexpired value of ``namespace``, by name."""
 
     async def delete(self, namespace: str, name: str) -> None: ...
+
+    async def purge_expired(self) -> None:
+        """Drop the expired values of every namespace (those no one reads again, such as old
+        hours' metrics, included) where the backend does not expire them by itself."""
 
 
 class BatchStore(Protocol):

@@ -35,6 +35,7 @@ from runequeue.drivers.base import (
     Limits,
     Outgoing,
     Producer,
+    QueueCounts,
     Reserved,
 )
 from runequeue.drivers.database_queue import (
@@ -220,6 +221,9 @@ class DatabaseDriver:
 
     async def size(self, queue: str) -> int:
         return await asyncio.to_thread(self.queue.size, queue)
+
+    async def counts(self, queue: str) -> QueueCounts:
+        return await asyncio.to_thread(self.queue.counts, queue)
 
     async def clear(self, queue: str) -> int:
         return await asyncio.to_thread(self.queue.clear, queue)

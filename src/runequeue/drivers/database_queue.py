@@ -22,6 +22,7 @@ from runequeue.drivers.base import (
     BatchStore,
     Buried,
     Outgoing,
+    QueueCounts,
     Reserved,
 )
 from runequeue.drivers.sql_batches import DatabaseBatches, move_batch
@@ -342,6 +343,11 @@ class DatabaseQueue:
     def size(self, queue: str) -> int:
         with self.mapped_errors(), self.engine.connect() as conn:
             return int(conn.execute(sql.size(queue)).scalar() or 0)
+
+    def counts(self, queue: str) -> QueueCounts:
+        with self.mapped_errors(), self.engine.connect() as conn:
+            rows = conn.execute(sql.counts(self.engine.dialect.name, queue)).all()
+        return sql.queue_counts((int(state), bool(delayed), int(n)) for state, delayed, n in rows)
 
     def clear(self, queue: str) -> int:
         with self.mapped_errors(), self.engine.begin() as conn:

@@ -26,6 +26,7 @@ from runequeue.drivers.base import (
     Limits,
     Outgoing,
     Producer,
+    QueueCounts,
     Reserved,
 )
 from runequeue.drivers.memory_batches import MemoryBatchStore
@@ -102,6 +103,9 @@ class MemoryDriver:
 
     async def size(self, queue: str) -> int:
         return self.store.size(queue)
+
+    async def counts(self, queue: str) -> QueueCounts:
+        return self.store.counts(queue)
 
     async def clear(self, queue: str) -> int:
         return self.store.clear(queue)

@@ -18,6 +18,7 @@ from runequeue.drivers.base import (
     Batch,
     Buried,
     Outgoing,
+    QueueCounts,
     Reserved,
 )
 from runequeue.drivers.memory_control import MemoryControl
@@ -31,7 +32,7 @@ HEAD_KEPT_BYTES = 65536  # what is kept of a payload failed for being too large
 
 Operation = Literal[
     "push", "reserve", "recover", "wait", "ack", "release", "bury", "buried", "purge",
-    "claim_failed_hook", "size", "clear", "extend", "unlock",
+    "claim_failed_hook", "size", "counts", "clear", "extend", "unlock",
 ]  # fmt: skip
 
 
@@ -381,6 +382,12 @@ class MemoryStore:
     def size(self, queue: str) -> int:
         with self._operation("size"):
             return self._queues[queue].size()
+
+    def counts(self, queue: str) -> QueueCounts:
+        with self._operation("counts"):
+            q = self._queues[queue]
+            return QueueCounts(ready=len(q.ready) + len(q.recovered), delayed=len(q.delayed),
+                               reserved=len(q.reserved))  # fmt: skip
 
     def clear(self, queue: str) -> int:
         with self._operation("clear"):

@@ -27,6 +27,7 @@ from runequeue.drivers.base import (
     Limits,
     Outgoing,
     Producer,
+    QueueCounts,
     Reserved,
 )
 from runequeue.drivers.redis_control import RedisControl
@@ -367,6 +368,13 @@ class RedisDriver:
             async with self.client.pipeline(transaction=False) as pipe:
                 count_jobs(pipe, self.keys(queue))
                 return total(await pipe.execute())
+
+    async def counts(self, queue: str) -> QueueCounts:
+        with self._errors():
+            async with self.client.pipeline(transaction=False) as pipe:
+                count_jobs(pipe, self.keys(queue))
+                ready, recovered, delayed, reserved = (int(n) for n in await pipe.execute())
+        return QueueCounts(ready=ready + recovered, delayed=delayed, reserved=reserved)
 
     async def clear(self, queue: str) -> int:
         with self._errors():

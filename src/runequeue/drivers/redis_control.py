@@ -12,16 +12,26 @@ import redis.asyncio as aioredis
 from runequeue.drivers.base import Control
 from runequeue.drivers.redis_keys import as_text
 
-# KEYS[1] = the index, KEYS[2] = the value's key; ARGV = name, value, ttl ms ('' = none)
+# KEYS[1] = the index, KEYS[2] = the value's key; ARGV = name, value, ttl ms ('' = none).
+# An index holding only expiring values expires with the last of them, so a namespace no one
+# reads again (an old hour's metrics) leaves nothing behind.
 _PUT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[3] == '' then
   redis.call('SET', KEYS[2], ARGV[2])
   redis.call('ZADD', KEYS[1], '+inf', ARGV[1])
+  redis.call('PERSIST', KEYS[1])
 else
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+  local ttl = tonumber(ARGV[3])
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl)
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+  local left = redis.call('PTTL', KEYS[1])
+  if left >= 0 and left < ttl then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  elseif left == -1 and redis.call('ZCOUNT', KEYS[1], '+inf', '+inf') == 0 then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  end
 end
 return 1
 """
@@ -77,6 +87,9 @@ class RedisControl:
                 pipe.delete(f"{self._prefix}{namespace}:{name}")
                 pipe.zrem(self._prefix + namespace, name)
                 await pipe.execute()
+
+    async def purge_expired(self) -> None:
+        return None  # values expire by themselves, and so does an index of expiring values
 
 
 _check: type[Control] = RedisControl

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from runequeue.drivers.base import Outgoing
+from runequeue.drivers.base import Outgoing, QueueCounts
 from runequeue.failure_reasons import HOOK_CLAIMED, lease_expired_text, too_large_text
 from runequeue.schema import DEAD, LEASED, READY, RECOVERED, job_locks, jobs
 
@@ -358,6 +358,29 @@ def purge(job_id: str) -> sa.Executable:
 def size(queue: str) -> sa.Select[Any]:
     live = jobs.c.state.in_([READY, LEASED, RECOVERED])
     return sa.select(sa.func.count()).select_from(jobs).where(jobs.c.queue == queue, live)
+
+
+def counts(dialect: str, queue: str) -> sa.Select[Any]:
+    """(state, delayed, count) rows of a queue's live jobs, read from the ``jobs_ready`` index."""
+    delayed = sa.case((jobs.c.available_at > now_ms(dialect), 1), else_=0).label("delayed")
+    live = jobs.c.state.in_([READY, LEASED, RECOVERED])
+    return (
+        sa.select(jobs.c.state, delayed, sa.func.count())
+        .where(jobs.c.queue == queue, live)
+        .group_by(jobs.c.state, delayed)
+    )
+
+
+def queue_counts(rows: Iterable[tuple[int, bool, int]]) -> QueueCounts:
+    ready = delayed = reserved = 0
+    for state, later, n in rows:
+        if state == LEASED:
+            reserved += n
+        elif later:
+            delayed += n
+        else:
+            ready += n
+    return QueueCounts(ready=ready, delayed=delayed, reserved=reserved)
 
 
 def clear(queue: str) -> sa.Executable:

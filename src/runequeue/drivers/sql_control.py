@@ -60,6 +60,14 @@ class DatabaseControl:
             conn.execute(sa.delete(job_control).where(c.namespace == namespace, sa.not_(live)))
             return {str(row.name): str(row.value) for row in conn.execute(query)}
 
+    async def purge_expired(self) -> None:
+        await asyncio.to_thread(self._purge_expired)
+
+    def _purge_expired(self) -> None:
+        c = job_control.c
+        with self._errors(), self.engine.begin() as conn:
+            conn.execute(sa.delete(job_control).where(c.expires_at <= sql.now_ms(self.dialect)))
+
     def _delete(self, namespace: str, name: str) -> None:
         c = job_control.c
         with self._errors(), self.engine.begin() as conn:

@@ -58,6 +58,40 @@ class FailedJobStore:
         with mapped_errors(self.url), self.engine.connect() as conn:
             return [_from_row(row) for row in conn.execute(query)]
 
+    def search(
+        self,
+        *,
+        queue: str | None = None,
+        job: str | None = None,
+        text: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[FailedJob], int]:
+        """A page of failed jobs, newest first, and how many match in all: of ``queue``, of the
+        job class named ``job``, with ``text`` in the uuid, payload or exception (any case)."""
+        c = failed_jobs.c
+        where: list[sa.ColumnElement[bool]] = []
+        if queue:
+            where.append(c.queue == queue)
+        if job:
+            where.append(c.payload.like(f'%"job":"{_escape_like(job)}"%', escape="/"))
+        if text:
+            pattern = f"%{_escape_like(text)}%"
+            where.append(sa.or_(*(column.ilike(pattern, escape="/")
+                                  for column in (c.uuid, c.payload, c.exception))))  # fmt: skip
+        query = sa.select(failed_jobs).where(*where).order_by(c.id.desc())
+        count = sa.select(sa.func.count()).select_from(failed_jobs).where(*where)
+        with mapped_errors(self.url), self.engine.connect() as conn:
+            total = int(conn.execute(count).scalar() or 0)
+            rows = conn.execute(query.limit(limit).offset(offset))
+            return [_from_row(row) for row in rows], total
+
+    def counts_by_queue(self) -> dict[str, int]:
+        c = failed_jobs.c
+        query = sa.select(c.queue, sa.func.count()).group_by(c.queue)
+        with mapped_errors(self.url), self.engine.connect() as conn:
+            return {str(queue): int(n) for queue, n in conn.execute(query)}
+
     def find(self, ids: Sequence[int]) -> list[FailedJob]:
         query = sa.select(failed_jobs).where(failed_jobs.c.id.in_(ids)).order_by(failed_jobs.c.id)
         with mapped_errors(self.url), self.engine.connect() as conn:
@@ -168,6 +202,12 @@ def _upsert(dialect: str, values: dict[str, object]) -> sa.Executable:
         return mysql.insert(failed_jobs).values(values).on_duplicate_key_update(changed)
     lite = sqlite.insert(failed_jobs).values(values)
     return lite.on_conflict_do_update(index_elements=["uuid"], set_=changed)
+
+
+def _escape_like(text: str) -> str:
+    """``text`` for a LIKE pattern with ``/`` as its escape character (not a backslash, which
+    MySQL string literals treat specially)."""
+    return text.replace("/", "//").replace("%", "/%").replace("_", "/_")
 
 
 def _naive_utc(moment: dt.datetime) -> dt.datetime:

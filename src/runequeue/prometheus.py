@@ -24,11 +24,11 @@ import itertools
 import logging
 import secrets
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from http.server import ThreadingHTTPServer
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.exposition import MetricsHandler
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -40,6 +40,9 @@ from prometheus_client.registry import Collector
 
 from runequeue.drivers.base import QueueCounts
 from runequeue.metrics import BUCKETS, Histogram, JobMetrics
+
+if TYPE_CHECKING:
+    from runequeue.dashboard.reader import DashboardReader
 
 log = logging.getLogger("runequeue.worker")
 
@@ -164,3 +167,31 @@ def serve_worker_metrics(
     server.start()
     log.info("metrics on %s (Authorization: Bearer <token>)", server.address)
     return server
+
+
+class _Families(Collector):
+    """Families built beforehand (the dashboard reads them from the backend asynchronously)."""
+
+    def __init__(self, families: Sequence[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+async def dashboard_metrics(reader: DashboardReader) -> tuple[bytes, str]:
+    """The dashboard's ``/metrics``: the backend's queues by state, its live workers, and its
+    failed jobs by queue, read now; and the exposition's content type."""
+    queues = await reader.queues()
+    failed = GaugeMetricFamily("runequeue_failed_jobs", "Jobs in the failed-job store.",
+                               labels=["queue"])  # fmt: skip
+    for row in queues:
+        failed.add_metric([row.name], row.failed_jobs)
+    families = [
+        queue_size_family({row.name: row.counts for row in queues}),
+        workers_family(len(await reader.workers())),
+        failed,
+    ]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -3,7 +3,7 @@
 One module per group of commands; importing them registers them on `cli`.
 """
 
-from runequeue.cli import batches, control, failed, setup, work
+from runequeue.cli import batches, control, dashboard, failed, setup, work
 from runequeue.cli.app import cli, main
 
-__all__ = ["batches", "cli", "control", "failed", "main", "setup", "work"]
+__all__ = ["batches", "cli", "control", "dashboard", "failed", "main", "setup", "work"]

@@ -1,0 +1,235 @@
+"""What the dashboard shows, read from one backend: queues by state, the per-minute metrics and
+recent jobs the workers publish, live workers, failed jobs and batches. Pages ask for what they
+show and no more; nothing here renders HTML."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Sequence
+
+from runequeue import metrics_history, recent_jobs
+from runequeue.batch_state import BatchRecord
+from runequeue.config import QueueConfig
+from runequeue.drivers import open_driver
+from runequeue.drivers.base import Driver, QueueCounts
+from runequeue.failed_job import FailedJob
+from runequeue.failed_jobs import FailedJobs, RetryOutcome
+from runequeue.metrics_history import Minute, Totals
+from runequeue.recent_jobs import RecentJob
+from runequeue.worker_control import WorkerRecord, live_workers, pause, paused_queues, resume
+
+WINDOW_MINUTES = 60  # the charts' span
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueRow:
+    name: str
+    counts: QueueCounts
+    paused: bool
+    last_hour: Totals
+    wait_p50: float | None
+    wait_p95: float | None
+    failed_jobs: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Overview:
+    minutes: list[int]  # epoch minutes of the chart, oldest first
+    per_minute: list[Totals]
+    last_hour: Totals
+    run_p95: float | None
+    wait_p95: float | None
+    queues: list[QueueRow]
+    workers: list[WorkerRecord]
+    failed_total: int
+
+
+@dataclasses.dataclass(frozen=True)
+class JobTimes:
+    job: str
+    totals: Totals
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueDetail:
+    row: QueueRow
+    per_minute: list[Totals]
+    minutes: list[int]
+    jobs: list[JobTimes]
+    recent: list[RecentJob]
+
+
+class DashboardReader:
+    """One backend's figures. Opens the driver and the failed-job store lazily, on the event
+    loop that first asks, and closes them in `close`."""
+
+    def __init__(self, config: QueueConfig, *, queues: Sequence[str] = ()) -> None:
+        self.config = config
+        self._extra_queues = list(queues)
+        self._driver: Driver | None = None
+        self._failed: FailedJobs | None = None
+
+    @property
+    def driver(self) -> Driver:
+        if self._driver is None:
+            self._driver = open_driver(self.config)
+        return self._driver
+
+    @property
+    def failed(self) -> FailedJobs:
+        if self._failed is None:
+            self._failed = FailedJobs(self.config)
+        return self._failed
+
+    async def close(self) -> None:
+        if self._driver is not None:
+            await self._driver.close()
+            self._driver = None
+        if self._failed is not None:
+            self._failed.close()
+            self._failed = None
+
+    # Reading.
+
+    async def overview(self) -> Overview:
+        minutes, first, last = await self._last_hour()
+        workers = await live_workers(self.driver.control())
+        queues = await self._queue_rows(minutes, workers)
+        run = metrics_history.merged(s for m in minutes for s in m.run)
+        wait = metrics_history.merged(s for m in minutes for s in m.wait)
+        series = metrics_history.per_minute(minutes, first, last)
+        return Overview(
+            minutes=list(range(first, last + 1)), per_minute=series, last_hour=_sum(series),
+            run_p95=metrics_history.quantile(run, 0.95),
+            wait_p95=metrics_history.quantile(wait, 0.95), queues=queues, workers=workers,
+            failed_total=sum(row.failed_jobs for row in queues),
+        )  # fmt: skip
+
+    async def queues(self) -> list[QueueRow]:
+        minutes, _, _ = await self._last_hour()
+        return await self._queue_rows(minutes, await live_workers(self.driver.control()))
+
+    async def queue(self, name: str) -> QueueDetail:
+        minutes, first, last = await self._last_hour()
+        rows = await self._queue_rows(minutes, [], only=name)
+        mine = minutes
+        by_job: dict[str, list[metrics_history.Spread]] = {}
+        for minute in mine:
+            for spread in minute.run:
+                if spread.queue == name:
+                    by_job.setdefault(spread.job, []).append(spread)
+        totals = metrics_history.totals_by(
+            (Minute(m.minute, [c for c in m.counts if c.queue == name]) for m in mine), "job"
+        )
+        jobs = []
+        for job, spreads in sorted(by_job.items()):
+            p50, p95, p99 = metrics_history.quantiles(metrics_history.merged(spreads))
+            jobs.append(JobTimes(job, totals.get(job, Totals()), p50, p95, p99))
+        return QueueDetail(
+            row=rows[0], per_minute=metrics_history.per_minute(minutes, first, last, name),
+            minutes=list(range(first, last + 1)), jobs=jobs,
+            recent=await recent_jobs.read(self.driver.control(), name),
+        )  # fmt: skip
+
+    async def workers(self) -> list[WorkerRecord]:
+        return await live_workers(self.driver.control())
+
+    async def failed_page(
+        self, *, queue: str | None, job: str | None, text: str | None, page: int, per_page: int
+    ) -> tuple[list[FailedJob], int]:
+        return await asyncio.to_thread(
+            self.failed.store.search, queue=queue, job=job, text=text, limit=per_page,
+            offset=(page - 1) * per_page,
+        )  # fmt: skip
+
+    async def job(self, job_id: str) -> tuple[FailedJob | None, list[RecentJob]]:
+        """A job by id: its failed-job row, if any, and its recent attempts on any known
+        queue (newest first)."""
+        rows = await asyncio.to_thread(self.failed.store.row_ids_of, job_id, 1)
+        found = await asyncio.to_thread(self.failed.store.find, rows) if rows else []
+        attempts = []
+        for queue in await self.queue_names():
+            for recent in await recent_jobs.read(self.driver.control(), queue):
+                if recent.id == job_id:
+                    attempts.append(recent)
+        attempts.sort(key=lambda r: r.finished_at, reverse=True)
+        return (found[0] if found else None), attempts
+
+    async def batches(self, limit: int = 50) -> list[BatchRecord]:
+        return await asyncio.to_thread(self.driver.batches().list_batches, limit)
+
+    async def queue_names(self) -> list[str]:
+        """Queues worth showing: the configured one, those named when the dashboard started,
+        those live workers serve, those paused, and those with jobs in the last hour."""
+        minutes, _, _ = await self._last_hour()
+        workers = await live_workers(self.driver.control())
+        return self._names(workers, minutes, await paused_queues(self.driver.control()))
+
+    def _names(
+        self, workers: Sequence[WorkerRecord], minutes: Sequence[Minute], paused: frozenset[str]
+    ) -> list[str]:
+        names = {self.config.queue_name, *self._extra_queues, *paused}
+        names.update(queue for worker in workers for queue in worker.queues)
+        names.update(count.queue for minute in minutes for count in minute.counts)
+        return sorted(names)
+
+    # Acting.
+
+    async def pause(self, queue: str) -> None:
+        await pause(self.driver.control(), queue)
+
+    async def resume(self, queue: str) -> None:
+        await resume(self.driver.control(), queue)
+
+    async def retry(self, refs: Sequence[int] | None, *, queue: str | None) -> list[RetryOutcome]:
+        """Retry the failed jobs with these row ids, or every one (of ``queue``) if ``None``."""
+        if refs is None:
+            return await asyncio.to_thread(self.failed.retry, "all", queue=queue)
+        return await asyncio.to_thread(self.failed.retry, list(refs))
+
+    async def forget(self, refs: Sequence[int]) -> int:
+        forgotten = 0
+        for ref in refs:
+            forgotten += bool(await asyncio.to_thread(self.failed.forget, ref))
+        return forgotten
+
+    # Helpers.
+
+    async def _last_hour(self) -> tuple[list[Minute], int, int]:
+        last = int(time.time() // 60)
+        first = last - WINDOW_MINUTES + 1
+        minutes = await metrics_history.read(self.driver.control(), first_minute=first,
+                                             last_minute=last)  # fmt: skip
+        return minutes, first, last
+
+    async def _queue_rows(
+        self, minutes: list[Minute], workers: Sequence[WorkerRecord], *, only: str | None = None
+    ) -> list[QueueRow]:
+        paused = await paused_queues(self.driver.control())
+        names = [only] if only is not None else self._names(workers, minutes, paused)
+        failed = await asyncio.to_thread(self.failed.store.counts_by_queue)
+        totals = metrics_history.totals_by(minutes, "queue")
+        rows = []
+        for name in names:
+            wait = metrics_history.merged(s for m in minutes for s in m.wait if s.queue == name)
+            rows.append(QueueRow(
+                name=name, counts=await self.driver.counts(name), paused=name in paused,
+                last_hour=totals.get(name, Totals()), wait_p50=metrics_history.quantile(wait, 0.5),
+                wait_p95=metrics_history.quantile(wait, 0.95), failed_jobs=failed.get(name, 0),
+            ))  # fmt: skip
+        return rows
+
+
+def _sum(series: Sequence[Totals]) -> Totals:
+    total = Totals()
+    for totals in series:
+        total.done += totals.done
+        total.failed += totals.failed
+        total.retried += totals.retried
+        total.released += totals.released
+    return total

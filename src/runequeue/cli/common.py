@@ -7,7 +7,7 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 from rich.console import Console
@@ -16,7 +16,18 @@ from runequeue.config import QueueConfig, imports_from_env
 from runequeue.errors import ConfigError, RuneQueueError
 from runequeue.text import one_line
 
-console = Console(soft_wrap=True)  # a line with an id or a command in it must stay whole
+
+class _ConsoleOfTheMoment:
+    """rich's `Console`, made afresh for each use: a Console reads COLUMNS once, when made, and
+    commands invoked one after another in one process (``CliRunner``, an application calling the
+    CLI) must each print at the width of their own environment."""
+
+    def __getattr__(self, name: str) -> Any:
+        # soft_wrap: a line with an id or a command in it must stay whole
+        return getattr(Console(soft_wrap=True), name)
+
+
+console = cast(Console, _ConsoleOfTheMoment())
 F = TypeVar("F", bound=Callable[..., Any])
 
 

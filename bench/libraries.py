@@ -44,7 +44,12 @@ def _flush_prefix(prefix: str) -> None:
 
 class RuneQueue:
     def __init__(
-        self, driver: str = "redis", database_url: str | None = None, *, metrics: bool = False
+        self,
+        driver: str = "redis",
+        database_url: str | None = None,
+        *,
+        metrics: bool = False,
+        publish: bool = True,
     ) -> None:
         from runequeue import QueueConfig
         from runequeue.schema import migrate
@@ -54,11 +59,16 @@ class RuneQueue:
         self.driver = driver
         backend = self.database_url.split(":")[0].split("+")[0]
         self.name = "runequeue" if driver == "redis" else f"runequeue-{backend}"
-        # With --metrics-port: the same worker with its Prometheus metrics on, measured beside
-        # it (--only runequeue,runequeue+metrics): metrics on must stay within 5 % of off.
+        # Its metrics, measured side by side (--only runequeue,runequeue+metrics,
+        # runequeue-no-metrics): publishing to the backend is on by default; +metrics adds the
+        # Prometheus endpoint (--metrics-port); -no-metrics turns publishing off. On must stay
+        # within 5 % of off.
         self.metrics = metrics
+        self.publish = publish
         if metrics:
             self.name += "+metrics"
+        if not publish:
+            self.name += "-no-metrics"
         self.setting = (
             "1 process, --concurrency 200, uvloop (the [uvloop] extra, picked by --loop auto); "
             "its line per job on (written, like every library's output, to /dev/null)"
@@ -96,6 +106,7 @@ class RuneQueue:
     def worker_command(self) -> list[str]:
         command = [sys.executable, "-m", "runequeue", "queue:work", "--queue", "bench"]
         command += ["--metrics-port", "0"] if self.metrics else []  # (any free port)
+        command += [] if self.publish else ["--no-metrics"]
         return [*command, "--import", "bench.tasks_runequeue", "--concurrency", "200"]
 
     def worker_env(self) -> dict[str, str]:
@@ -396,7 +407,12 @@ def _create_database(url: str) -> None:
 
 def available() -> list[Library]:
     """runequeue (Redis, then its database driver), and each peer that is installed."""
-    libraries: list[Library] = [RuneQueue(), RuneQueue(metrics=True), *_database_drivers()]
+    libraries: list[Library] = [
+        RuneQueue(),
+        RuneQueue(metrics=True),
+        RuneQueue(publish=False),
+        *_database_drivers(),
+    ]
     for make in (RQ, Huey, Dramatiq, Arq, Saq, Celery, Taskiq):
         try:
             libraries.append(make())

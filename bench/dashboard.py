@@ -65,6 +65,13 @@ def fill(config: QueueConfig, jobs: int, failed: int, workers: int) -> None:
     failures.close()
     asyncio.run(_publish_an_hour(config, workers))
     print(f"  {failed:,} failed jobs and an hour of metrics from {workers} workers stored")
+    if config.driver == "database":
+        # What PostgreSQL's autovacuum does by itself after a bulk insert (its insert
+        # threshold): marks the pages all-visible, so counts read the index alone.
+        engine = create_engine(config.database_url).execution_options(isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(sa.text("VACUUM ANALYZE jobs"))
+        engine.dispose()
 
 
 async def _publish_an_hour(config: QueueConfig, workers: int) -> None:
@@ -107,18 +114,19 @@ def serving(config: QueueConfig) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def time_overview(url: str, requests: int) -> list[float]:
+def time_overview(url: str, requests: int) -> tuple[float, list[float]]:
+    """The first request's time (a cold start: connections, templates, counts read in line),
+    and those of the requests after a warm-up of three, in ms."""
     request = urllib.request.Request(f"{url}/", headers={"Authorization": f"Bearer {TOKEN}"})
     timings = []
-    for n in range(requests + 3):
+    for _ in range(requests + 3):
         started = time.perf_counter()
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 200
             body = response.read()
-        if n >= 3:  # warm-up: connections opened, templates compiled
-            timings.append((time.perf_counter() - started) * 1000)
+        timings.append((time.perf_counter() - started) * 1000)
     assert b"1,000,000" in body or b"default" in body
-    return timings
+    return timings[0], timings[3:]
 
 
 @contextmanager
@@ -164,10 +172,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder, backend(kind, Path(folder)) as config:
             fill(config, args.jobs, args.failed, args.workers)
             with serving(config) as url:
-                timings = time_overview(url, args.requests)
+                first, timings = time_overview(url, args.requests)
             p95 = statistics.quantiles(timings, n=20)[18]
             print(f"  overview: median {statistics.median(timings):.1f} ms, p95 {p95:.1f} ms "
-                  f"over {len(timings)} requests")  # fmt: skip
+                  f"over {len(timings)} requests; the first {first:.1f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -182,7 +182,7 @@ class _Families(Collector):
 async def dashboard_metrics(reader: DashboardReader) -> tuple[bytes, str]:
     """The dashboard's ``/metrics``: the backend's queues by state, its live workers, and its
     failed jobs by queue, read now; and the exposition's content type."""
-    queues = await reader.queues()
+    queues = await reader.queues(fresh=True)
     failed = GaugeMetricFamily("runequeue_failed_jobs", "Jobs in the failed-job store.",
                                labels=["queue"])  # fmt: skip
     for row in queues:

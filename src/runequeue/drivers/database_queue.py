@@ -346,8 +346,10 @@ class DatabaseQueue:
 
     def counts(self, queue: str) -> QueueCounts:
         with self.mapped_errors(), self.engine.connect() as conn:
-            rows = conn.execute(sql.counts(self.engine.dialect.name, queue)).all()
-        return sql.queue_counts((int(state), bool(delayed), int(n)) for state, delayed, n in rows)
+            ready, delayed, reserved = conn.execute(
+                sql.counts(self.engine.dialect.name, queue)
+            ).one()
+        return QueueCounts(ready=int(ready), delayed=int(delayed), reserved=int(reserved))
 
     def clear(self, queue: str) -> int:
         with self.mapped_errors(), self.engine.begin() as conn:

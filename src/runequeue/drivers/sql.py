@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from runequeue.drivers.base import Outgoing, QueueCounts
+from runequeue.drivers.base import Outgoing
 from runequeue.failure_reasons import HOOK_CLAIMED, lease_expired_text, too_large_text
 from runequeue.schema import DEAD, LEASED, READY, RECOVERED, job_locks, jobs
 
@@ -360,27 +360,21 @@ def size(queue: str) -> sa.Select[Any]:
     return sa.select(sa.func.count()).select_from(jobs).where(jobs.c.queue == queue, live)
 
 
-def counts(dialect: str, queue: str) -> sa.Select[Any]:
-    """(state, delayed, count) rows of a queue's live jobs, read from the ``jobs_ready`` index."""
-    delayed = sa.case((jobs.c.available_at > now_ms(dialect), 1), else_=0).label("delayed")
-    live = jobs.c.state.in_([READY, LEASED, RECOVERED])
-    return (
-        sa.select(jobs.c.state, delayed, sa.func.count())
-        .where(jobs.c.queue == queue, live)
-        .group_by(jobs.c.state, delayed)
+def counts(dialect: str, queue: str) -> sa.Executable:
+    """One row: a queue's (ready, delayed, reserved) jobs. Each is a count over a range of the
+    ``jobs_ready`` index, against a time read once (not per row: ``clock_timestamp()`` is
+    volatile), so a queue of a million jobs is counted from the index alone."""
+    now = sa.select(now_ms(dialect)).scalar_subquery()
+    waiting = sa.and_(jobs.c.queue == queue, jobs.c.state.in_([READY, RECOVERED]))
+
+    def count(*where: sa.ColumnElement[bool]) -> sa.ScalarSelect[int]:
+        return sa.select(sa.func.count()).select_from(jobs).where(*where).scalar_subquery()
+
+    return sa.select(
+        count(waiting, jobs.c.available_at <= now),
+        count(waiting, jobs.c.available_at > now),
+        count(jobs.c.queue == queue, jobs.c.state == LEASED),
     )
-
-
-def queue_counts(rows: Iterable[tuple[int, bool, int]]) -> QueueCounts:
-    ready = delayed = reserved = 0
-    for state, later, n in rows:
-        if state == LEASED:
-            reserved += n
-        elif later:
-            delayed += n
-        else:
-            ready += n
-    return QueueCounts(ready=ready, delayed=delayed, reserved=reserved)
 
 
 def clear(queue: str) -> sa.Executable:

@@ -27,6 +27,7 @@ from runequeue.run_now import run_now
 
 if TYPE_CHECKING:
     from runequeue.failed_store import FailedJobStore
+    from runequeue.fake import QueueFake
 
 Delay = float | dt.timedelta | dt.datetime
 
@@ -141,6 +142,20 @@ class Queue:
         if events.listening(events.JobQueued):
             _queued_groups(groups, stored)
         return stored
+
+    @staticmethod
+    def fake(only: Iterable[type[Job]] | None = None) -> QueueFake:
+        """Record every dispatch in this process instead of sending it, for tests::
+
+            with Queue.fake() as fake:
+                signup(user)
+            fake.assert_dispatched(SendWelcomeEmail, lambda job: job.user_id == user.id)
+
+        Jobs are validated and encoded as dispatch does; ``only`` fakes those classes and
+        sends the rest. See `runequeue.fake.QueueFake` for the assertions and ``run_all``."""
+        from runequeue.fake import QueueFake
+
+        return QueueFake(only)
 
     @staticmethod
     def on(kind: type[events.E], listener: Callable[[events.E], object]) -> Callable[[], None]:
@@ -350,7 +365,26 @@ def batch_store(config: QueueConfig) -> BatchStore:
     return _producer(config).batches()
 
 
+# `Queue.fake()`: while set, every dispatch goes to it instead (it sends on what it does not fake).
+_fake: QueueFake | None = None
+
+
+def set_fake(fake: QueueFake | None) -> None:
+    global _fake
+    _fake = fake
+
+
+def faking() -> QueueFake | None:
+    return _fake
+
+
 def _producer(config: QueueConfig) -> Producer:
+    if _fake is not None:
+        return _fake.producer(config, lambda: _real_producer(config))
+    return _real_producer(config)
+
+
+def _real_producer(config: QueueConfig) -> Producer:
     if config.driver == "sync":
         return _sync_driver(config)
     with _lock:
@@ -361,6 +395,13 @@ def _producer(config: QueueConfig) -> Producer:
 
 
 async def _push_async(config: QueueConfig, items: Sequence[Outgoing]) -> None:
+    if _fake is not None:  # the fake keeps jobs in memory: no I/O to wait for
+        faked = [item for item in items if _fake.fakes(item)]
+        if faked:
+            _producer(config).push(faked)
+        items = [item for item in items if not _fake.fakes(item)]
+        if not items:
+            return
     if config.driver == "sync":
         await _sync_driver(config).push_async(items)
         return
@@ -368,6 +409,8 @@ async def _push_async(config: QueueConfig, items: Sequence[Outgoing]) -> None:
 
 
 async def _push_unique_async(config: QueueConfig, item: Outgoing) -> str:
+    if _fake is not None and _fake.fakes(item):
+        return _producer(config).push_unique(item)
     if config.driver == "sync":
         await _sync_driver(config).push_async([item])
         return item.job_id

@@ -100,6 +100,21 @@ class MemoryStore:
         with self._lock:
             self._faults[operation] = _Fault(times, shown)
 
+    def queue_names(self) -> list[str]:
+        """The queues holding a job, ready, delayed or running."""
+        with self._lock:
+            return sorted(name for name, q in self._queues.items() if q.size())
+
+    def skip_to_next_due(self) -> bool:
+        """Move the clock to the next delayed job's time (`advance`); whether one was waiting."""
+        with self._lock:
+            dues = [due for q in self._queues.values() for due in q.delayed.values()]
+            wait = max(min(dues) - self._now(), 0.0) if dues else None
+        if wait is None:
+            return False
+        self.advance(wait + 0.001)
+        return True
+
     def advance(self, seconds: float) -> None:
         """Move the store's clock forward: leases expire and delayed jobs fall due."""
         with self._lock:

@@ -58,6 +58,8 @@ class Queue:
     def dispatch(
         config: QueueConfig,
         job: Job,
+        *,
+        connection: object | None = None,
         **options: Unpack[DispatchOptions],
     ) -> str:
         """Send ``job`` to its queue and return its id. For a unique job (``unique_for``) whose
@@ -66,6 +68,10 @@ class Queue:
         Args:
             config: where jobs go.
             job: the job; its class options apply unless overridden here.
+            connection: your SQLAlchemy ``Connection`` or ``Session`` on the database
+                ``DATABASE_URL`` names (database driver): the job is written in its open
+                transaction, so it exists if and only if that transaction commits
+                (`runequeue.transactional`). Not committed here.
             options: `DispatchOptions` (``queue``, ``delay``, ``tries``, ``timeout``,
                 ``backoff``); a name that is not one of them raises ``TypeError``.
 
@@ -75,30 +81,41 @@ class Queue:
             Exception: with the ``sync`` driver, whatever the job raised.
         """
         item = _encoder(config, options)(job)
-        connection = _connection(config, job)
-        if item.unique_key is None:
-            _producer(connection).push([item])
-        elif (holder := _producer(connection).push_unique(item)) != item.job_id:
+        target = _connection(config, job)
+        if connection is not None and not (_fake is not None and _fake.fakes(item)):
+            from runequeue.transactional import store_in_transaction
+
+            store_in_transaction(target, connection, [item])
+        elif item.unique_key is None:
+            _producer(target).push([item])
+        elif (holder := _producer(target).push_unique(item)) != item.job_id:
             return holder  # a job with the same unique id is queued or running: nothing stored
         if events.listening(events.JobQueued):
-            _queued(connection, [item])
+            _queued(target, [item])
         return item.job_id
 
     @staticmethod
     async def dispatch_async(
         config: QueueConfig,
         job: Job,
+        *,
+        connection: object | None = None,
         **options: Unpack[DispatchOptions],
     ) -> str:
-        """`dispatch` for async code: the same arguments, awaited."""
+        """`dispatch` for async code: the same arguments, awaited (``connection`` may be an
+        ``AsyncConnection`` or ``AsyncSession``)."""
         item = _encoder(config, options)(job)
-        connection = _connection(config, job)
-        if item.unique_key is None:
-            await _push_async(connection, [item])
-        elif (holder := await _push_unique_async(connection, item)) != item.job_id:
+        target = _connection(config, job)
+        if connection is not None and not (_fake is not None and _fake.fakes(item)):
+            from runequeue.transactional import store_in_transaction_async
+
+            await store_in_transaction_async(target, connection, [item])
+        elif item.unique_key is None:
+            await _push_async(target, [item])
+        elif (holder := await _push_unique_async(target, item)) != item.job_id:
             return holder
         if events.listening(events.JobQueued):
-            _queued(connection, [item])
+            _queued(target, [item])
         return item.job_id
 
     @staticmethod

@@ -106,6 +106,18 @@ class FailedJobs:
             refs = [refs]
         return [self._retry_ref(ref) for ref in refs]
 
+    def retry_rows(self, row_ids: Sequence[int]) -> builtins.list[RetryOutcome]:
+        """`retry` by row ids only (a number is never taken for a uuid prefix): for callers
+        holding ids they listed, such as the dashboard."""
+        outcomes = []
+        for row_id in row_ids:
+            try:
+                outcome = self._retry_one(row_id)
+            except RuneQueueError as exc:
+                outcome = RetryOutcome(row_id, "error", detail=str(exc))
+            outcomes.append(dataclasses.replace(outcome, ref=str(row_id)))
+        return outcomes
+
     def _retry_ref(self, ref: JobRef) -> RetryOutcome:
         text = str(ref).strip()
         number = int(text) if text.isascii() and text.isdigit() else 0

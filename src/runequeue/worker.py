@@ -26,9 +26,7 @@ from runequeue.errors import DriverError
 from runequeue.failed_store import FailedJobStore
 from runequeue.heartbeat import Heartbeat
 from runequeue.in_flight import InFlight, Running
-from runequeue.metrics import JobMetrics
-from runequeue.metrics_publisher import MetricsPublisher
-from runequeue.recent_jobs import RecentJobs
+from runequeue.metrics_publisher import publisher_for
 
 if TYPE_CHECKING:
     from runequeue.prometheus import MetricsServer
@@ -62,12 +60,8 @@ class Worker:
         *,
         connection: str,
         codec: Codec = DEFAULT_CODEC,
-        metrics: JobMetrics | None = None,
     ) -> None:
         self.driver = driver
-        if metrics is None and (options.publish_metrics or options.metrics_port is not None):
-            metrics = JobMetrics()
-        self.metrics = metrics  # None: no metrics, and no cost
         self._limits = driver.limits()  # for job middleware
         # A capability is looked for once, not at every wake-up (an isinstance of a protocol).
         self._reserves_on_wake = driver if isinstance(driver, ReservesOnWake) else None
@@ -111,16 +105,9 @@ class Worker:
             presence, stats=lambda: (len(self._in_flight), self.processed),
             on_restart=self._stop_gently, interval_s=options.sweep_interval_s,
         )  # fmt: skip
-        # Per-minute metrics and the last jobs run, in the backend for the dashboard.
-        # (Its Prometheus endpoint, if any, reads queue sizes back through it.)
-        self._recent: RecentJobs | None = None
-        self.publisher: MetricsPublisher | None = None
-        if self.metrics is not None:
-            self._recent = RecentJobs() if options.publish_metrics else None
-            self.publisher = MetricsPublisher(
-                driver, presence.id, self.metrics, self._recent, queues=options.queues,
-                read_back=options.metrics_port is not None,
-            )  # fmt: skip
+        # Per-minute metrics and the last jobs run, in the backend for the dashboard (its
+        # Prometheus endpoint, if any, reads queue sizes back through the same publisher).
+        self.publisher = publisher_for(driver, presence.id, options)  # None: no cost
 
     @property
     def processed(self) -> int:
@@ -362,12 +349,8 @@ class Worker:
             attempt = unexpected_failure(item.raw, exc)
         self._stop_if_threads_are_stuck()
         log_attempt(attempt, item.attempts)
-        if self.metrics is not None:
-            self.metrics.running = len(self._in_flight)
-            self.metrics.record(item.queue, attempt.job_name, attempt.status, attempt.duration_s,
-                                attempt.waited_s)  # fmt: skip
-            if self._recent is not None:
-                self._recent.add(item, attempt)
+        if self.publisher is not None:
+            self.publisher.saw(item, attempt, running=len(self._in_flight))
         try:
             await self._settler.settle(item, attempt)
         except asyncio.CancelledError:
@@ -511,10 +494,10 @@ async def run_worker(config: QueueConfig, options: WorkerOptions) -> int:
 
 def _serve_metrics(worker: Worker, options: WorkerOptions) -> MetricsServer | None:
     """Serve the worker's Prometheus metrics, when ``options.metrics_port`` asks for them."""
-    if options.metrics_port is None or worker.metrics is None or worker.publisher is None:
+    if options.metrics_port is None or worker.publisher is None:
         return None
     from runequeue.prometheus import serve_worker_metrics
 
-    return serve_worker_metrics(worker.metrics, host=options.metrics_host,
+    return serve_worker_metrics(worker.publisher.metrics, host=options.metrics_host,
                                 port=options.metrics_port, token=options.metrics_token,
                                 read_back=worker.publisher)  # fmt: skip

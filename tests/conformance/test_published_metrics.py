@@ -67,3 +67,15 @@ def test_expired_values_are_purged(backend: QueueConfig) -> None:
         return await control.get_all("minutes:1")
 
     assert with_driver(backend, check) == {"b": "2"}
+
+
+def test_big_errors_and_long_queue_names_fit(backend: QueueConfig, tmp_path: Path) -> None:
+    """Fifty failures with 3 KB payloads and long tracebacks on a 100-character queue name: the
+    stored list is cut to fit every backend (MySQL's TEXT holds 64 KiB), newest kept."""
+    queue = "q" * 100
+    ledger = str(tmp_path / "l" / ("x" * 3000))
+    Queue.dispatch_many(backend, [AlwaysFails(ledger) for _ in range(50)], queue=queue, tries=1)
+    asyncio.run(run_worker(backend, queues=(queue,), concurrency=10))
+
+    recent = with_driver(backend, lambda driver: read_recent(driver.control(), queue))
+    assert 5 <= len(recent) <= 50 and all(job.status == "failed" for job in recent)

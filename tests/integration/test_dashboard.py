@@ -183,3 +183,30 @@ def test_mounted_in_an_application_with_its_own_authorization(config: QueueConfi
         page = client.get("/ops/queues/failed", headers={"X-User": "admin"})
         assert page.status_code == 200 and 'href="/ops/queues/static/dashboard.css"' in page.text
         assert client.get("/ops/queues/login").status_code in (401, 404)
+
+
+def test_retry_all_retries_what_the_search_finds(client: TestClient, config: QueueConfig) -> None:
+    fail(config, record_payload("/dev/null"))
+    other = (f'{{"v":3,"id":"{new_job_id()}","job":"tests.AlwaysFails","data":{{"ledger":"x"}},'
+             '"queue":"default","created_at":1}').encode()  # fmt: skip
+    fail(config, other)
+    reply = client.post("/failed/retry", data={"all": "1", "job": "tests.Record"}, headers=bearer())
+    assert "1 job(s) queued again" in reply.text
+    left = client.get("/failed", headers=bearer()).text
+    assert "tests.AlwaysFails" in left and "tests.Record" not in left.split("<tbody>")[1]
+
+
+def test_odd_queue_names_and_idle_queues_with_failures(
+    client: TestClient, config: QueueConfig
+) -> None:
+    store = FailedJobStore(config.database_url)
+    store.record(FailedJob(new_job_id(), config.driver, "team/emails", b"{}", "app.Boom: x"))
+    store.close()
+    queues = client.get("/queues", headers=bearer()).text
+    assert 'href="/queues/team/emails"' in queues  # shown though no worker serves it
+    assert client.get("/queues/team/emails", headers=bearer()).status_code == 200
+    client.post("/queues/team/emails/pause", headers=bearer())
+    assert 'data-queue="team/emails"' in client.get("/queues", headers=bearer()).text
+    metrics = client.get("/metrics", headers=bearer())
+    assert 'runequeue_failed_jobs{queue="team/emails"} 1.0' in metrics.text
+    assert metrics.headers["X-Content-Type-Options"] == "nosniff"  # on every response

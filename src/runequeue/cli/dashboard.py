@@ -32,10 +32,29 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
     metavar="A,B",
     help="Queues to show even when no worker serves them (comma-separated).",
 )
-@click.option("--refresh", type=click.FloatRange(min=0), default=3.0, show_default=True,
-              help="Seconds between a page's refreshes (0: never).")  # fmt: skip
+@click.option(
+    "--refresh",
+    type=click.FloatRange(min=0),
+    default=3.0,
+    show_default=True,
+    help="Seconds between a page's refreshes (0: never).",
+)
+@click.option(
+    "--proxy-headers",
+    is_flag=True,
+    help="Behind a TLS proxy: trust its X-Forwarded-Proto/-For (from "
+    "--forwarded-allow-ips), so forms and Secure cookies see https.",
+)
+@click.option("--forwarded-allow-ips", default="127.0.0.1", show_default=True, metavar="IPS",
+              help="Proxies whose forwarded headers are trusted (comma-separated).")  # fmt: skip
 def dashboard(
-    connection: str | None, host: str, port: int, queues: str | None, refresh: float
+    connection: str | None,
+    host: str,
+    port: int,
+    queues: str | None,
+    refresh: float,
+    proxy_headers: bool,
+    forwarded_allow_ips: str,
 ) -> None:
     """Serve the web dashboard: queues, throughput, failed jobs (retry, forget), batches,
     workers, and Prometheus /metrics.
@@ -74,4 +93,4 @@ def dashboard(
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"dashboard on http://{shown}:{port}/ (Ctrl+C to stop)", err=True)
     uvicorn.run(asgi, host=host, port=port, log_level="warning", server_header=False,
-                proxy_headers=False)  # fmt: skip
+                proxy_headers=proxy_headers, forwarded_allow_ips=forwarded_allow_ips)  # fmt: skip

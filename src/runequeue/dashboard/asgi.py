@@ -12,12 +12,14 @@ from typing import Any
 
 import jinja2
 from starlette.applications import Starlette
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runequeue.config import QueueConfig
 from runequeue.dashboard import pages
@@ -62,7 +64,6 @@ class Dashboard:
             has_login=self.gate.has_login, driver=self.reader.config.driver, **context,
         )  # fmt: skip
         response = HTMLResponse(html, status_code=status)
-        response.headers.update(SECURITY_HEADERS)
         set_csrf_cookie(
             response, csrf, secure=request.url.scheme == "https", path=_cookie_path(request)
         )
@@ -78,6 +79,28 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+
+
+class SecurityHeaders:
+    """`SECURITY_HEADERS` on every response: pages, redirects, errors, ``/metrics``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
 
 Page = Callable[[Dashboard, Request], Awaitable[Response]]
 Action = Callable[[Dashboard, Request, FormData], Awaitable[Response]]
@@ -242,6 +265,7 @@ def app(
     return Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(SecurityHeaders)],
         exception_handlers={HTTPException: _not_found, Exception: _server_error},
     )
 

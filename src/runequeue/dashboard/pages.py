@@ -4,6 +4,7 @@ and the request. `asgi` wraps each in the credential and CSRF checks before it r
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -13,6 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from runequeue.batch_state import BatchRecord
 from runequeue.dashboard.formatting import CHART_HEIGHT, bars, pretty_payload
 from runequeue.prometheus import dashboard_metrics
+from runequeue.recent_jobs import PAYLOAD_LIMIT
 
 if TYPE_CHECKING:
     from runequeue.dashboard.asgi import Action, Dashboard, Page
@@ -47,8 +49,8 @@ async def job(d: Dashboard, request: Request) -> Response:
     if failed is None and not attempts:
         raise HTTPException(404, f"no failed or recent job with id {job_id[:64]!r}")
     payload, cut = pretty_payload(failed.payload if failed else attempts[0].payload)
-    if attempts and not failed and attempts[0].payload_bytes > len(attempts[0].payload):
-        cut = True  # workers keep the first 16 KiB of a recent job's payload
+    if attempts and not failed and attempts[0].payload_bytes > PAYLOAD_LIMIT:
+        cut = True  # workers keep the first PAYLOAD_LIMIT bytes of a recent job's payload
     return d.render(request, "job.html", page="failed" if failed else "queues", job_id=job_id,
                     failed=failed, attempts=attempts, payload=payload, cut=cut)  # fmt: skip
 
@@ -89,19 +91,24 @@ async def metrics(d: Dashboard, request: Request) -> Response:
 async def pause(d: Dashboard, request: Request, form: FormData) -> Response:
     name = _name(request.path_params["name"])
     await d.reader.pause(name)
-    return _back(request, form, f"/queues/{name}")
+    return _back(request, form, f"/queues/{quote(name)}")
 
 
 async def resume(d: Dashboard, request: Request, form: FormData) -> Response:
     name = _name(request.path_params["name"])
     await d.reader.resume(name)
-    return _back(request, form, f"/queues/{name}")
+    return _back(request, form, f"/queues/{quote(name)}")
 
 
 async def retry(d: Dashboard, request: Request, form: FormData) -> Response:
-    """Retry the rows ticked (``id`` fields), or with ``all`` every failed job (of ``queue``)."""
+    """Retry the rows ticked (``id`` fields), or with ``all`` every failed job the search
+    (``queue``, ``job``, ``q``) finds."""
     if form.get("all"):
-        outcomes = await d.reader.retry(None, queue=_optional(str(form.get("queue") or "")))
+        outcomes = await d.reader.retry_matching(
+            queue=_optional(str(form.get("queue") or "")),
+            job=_optional(str(form.get("job") or "")),
+            text=_optional(str(form.get("q") or ""), MAX_SEARCH),
+        )
     else:
         outcomes = await d.reader.retry(_ids(form), queue=None)
     done = sum(o.status == "retried" for o in outcomes)
@@ -176,15 +183,13 @@ def _to_failed(request: Request, notice: str) -> Response:
 
 
 def _quote(text: str) -> str:
-    from urllib.parse import quote
-
     return quote(text, safe="")
 
 
 PAGES: dict[str, Page] = {
     "/": overview,
     "/queues": queues,
-    "/queues/{name}": queue,
+    "/queues/{name:path}": queue,
     "/jobs/{job_id}": job,
     "/failed": failed,
     "/batches": batches,
@@ -192,8 +197,8 @@ PAGES: dict[str, Page] = {
     "/metrics": metrics,
 }
 ACTIONS: dict[str, Action] = {
-    "/queues/{name}/pause": pause,
-    "/queues/{name}/resume": resume,
+    "/queues/{name:path}/pause": pause,
+    "/queues/{name:path}/resume": resume,
     "/failed/retry": retry,
     "/failed/forget": forget,
 }

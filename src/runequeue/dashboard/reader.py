@@ -24,6 +24,7 @@ from runequeue.worker_control import WorkerRecord, live_workers, pause, paused_q
 log = logging.getLogger("runequeue.dashboard")
 
 WINDOW_MINUTES = 60  # the charts' span
+MAX_RETRY_ALL = 100_000  # failed jobs one "Retry all" puts back
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,15 +225,22 @@ class DashboardReader:
 
     async def queue_names(self) -> list[str]:
         """Queues worth showing: the configured one, those named when the dashboard started,
-        those live workers serve, those paused, and those with jobs in the last hour."""
+        those live workers serve, those paused, those with failed jobs, and those with jobs in
+        the last hour."""
         minutes, _, _ = await self._last_hour()
         workers = await live_workers(self.driver.control())
-        return self._names(workers, minutes, await paused_queues(self.driver.control()))
+        paused = await paused_queues(self.driver.control())
+        failed = await asyncio.to_thread(self.failed.store.counts_by_queue)
+        return self._names(workers, minutes, paused, failed)
 
     def _names(
-        self, workers: Sequence[WorkerRecord], minutes: Sequence[Minute], paused: frozenset[str]
+        self,
+        workers: Sequence[WorkerRecord],
+        minutes: Sequence[Minute],
+        paused: frozenset[str],
+        failed: dict[str, int],
     ) -> list[str]:
-        names = {self.config.queue_name, *self._extra_queues, *paused}
+        names = {self.config.queue_name, *self._extra_queues, *paused, *failed}
         names.update(queue for worker in workers for queue in worker.queues)
         names.update(count.queue for minute in minutes for count in minute.counts)
         return sorted(names)
@@ -245,16 +253,22 @@ class DashboardReader:
     async def resume(self, queue: str) -> None:
         await resume(self.driver.control(), queue)
 
-    async def retry(self, refs: Sequence[int] | None, *, queue: str | None) -> list[RetryOutcome]:
-        """Retry the failed jobs with these row ids, or every one (of ``queue``) if ``None``."""
-        if refs is None:
-            return await asyncio.to_thread(self.failed.retry, "all", queue=queue)
-        return await asyncio.to_thread(self.failed.retry, list(refs))
+    async def retry(self, row_ids: Sequence[int], *, queue: str | None) -> list[RetryOutcome]:
+        """Retry the failed jobs with these row ids (ids only: never taken for uuid prefixes)."""
+        return await asyncio.to_thread(self.failed.retry_rows, list(row_ids))
 
-    async def forget(self, refs: Sequence[int]) -> int:
+    async def retry_matching(
+        self, *, queue: str | None, job: str | None, text: str | None
+    ) -> list[RetryOutcome]:
+        """Retry every failed job the failed-jobs search finds."""
+        rows, _ = await asyncio.to_thread(self.failed.store.search, queue=queue, job=job,
+                                          text=text, limit=MAX_RETRY_ALL)  # fmt: skip
+        return await self.retry([row.id for row in rows], queue=queue)
+
+    async def forget(self, row_ids: Sequence[int]) -> int:
         forgotten = 0
-        for ref in refs:
-            forgotten += bool(await asyncio.to_thread(self.failed.forget, ref))
+        for row_id in row_ids:
+            forgotten += bool(await asyncio.to_thread(self.failed.store.forget, row_id))
         return forgotten
 
     # Helpers.
@@ -275,8 +289,8 @@ class DashboardReader:
         fresh: bool = False,
     ) -> list[QueueRow]:
         paused = await paused_queues(self.driver.control())
-        names = [only] if only is not None else self._names(workers, minutes, paused)
         failed = await asyncio.to_thread(self.failed.store.counts_by_queue)
+        names = [only] if only is not None else self._names(workers, minutes, paused, failed)
         totals = metrics_history.totals_by(minutes, "queue")
         rows = []
         for name in names:

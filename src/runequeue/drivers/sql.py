@@ -51,6 +51,16 @@ def now_ms(dialect: str) -> sa.ColumnElement[int]:
     return sa.literal(time.time_ns() // 1_000_000, sa.BigInteger)
 
 
+def statement_now_ms(dialect: str) -> sa.ColumnElement[int]:
+    """`now_ms` read once for the whole statement: PostgreSQL's ``statement_timestamp()``
+    (``clock_timestamp()`` is read again at each call), MySQL's ``NOW(3)`` (fixed per
+    statement already), this host's clock on SQLite."""
+    if dialect == "postgresql":
+        epoch = sa.func.extract("epoch", sa.func.statement_timestamp())
+        return sa.cast(sa.func.floor(epoch * 1000), sa.BigInteger)
+    return now_ms(dialect)
+
+
 # Rows per INSERT on PostgreSQL: they travel as one JSON document, so this bounds its size
 # (about a megabyte for small payloads) rather than a count of parameters.
 PG_ROWS_PER_INSERT = 5_000
@@ -364,7 +374,7 @@ def counts(dialect: str, queue: str) -> sa.Executable:
     """One row: a queue's (ready, delayed, reserved) jobs. Each is a count over a range of the
     ``jobs_ready`` index, against a time read once (not per row: ``clock_timestamp()`` is
     volatile), so a queue of a million jobs is counted from the index alone."""
-    now = sa.select(now_ms(dialect)).scalar_subquery()
+    now = statement_now_ms(dialect)
     waiting = sa.and_(jobs.c.queue == queue, jobs.c.state.in_([READY, RECOVERED]))
 
     def count(*where: sa.ColumnElement[bool]) -> sa.ScalarSelect[int]:

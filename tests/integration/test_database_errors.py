@@ -195,8 +195,11 @@ def test_dispatch_to_a_missing_database_raises_dispatch_error() -> None:
 # URLs (item 11)
 
 
-def test_postgres_scheme_is_accepted_as_postgresql(postgresql_database: str) -> None:
-    url = postgresql_database.replace("postgresql://", "postgres://", 1)
+def test_postgres_scheme_is_accepted_as_postgresql(
+    database_url_for: Callable[[str], str],
+) -> None:
+    # A freshly emptied database: the session's is shared with other tests of this process.
+    url = database_url_for("postgresql").replace("postgresql://", "postgres://", 1)
     assert normalized_url(url).get_backend_name() == "postgresql"
     migrate(url)
     store = FailedJobStore(url)

@@ -48,7 +48,9 @@ class MetricsPublisher:
         self._read_back = read_back  # a Prometheus endpoint wants the figures below
         self._interval_s = interval_s
         self._buckets = metrics_history.MinuteBuckets()
-        self._purged_at = 0.0
+        # The first purge waits an interval: a worker's start is no time for a write it does
+        # not need (on SQLite every write holds the whole database for its moment).
+        self._purged_at = time.time()
         self._read_at = 0.0
         self._read_took = 0.0
         self._failing = False

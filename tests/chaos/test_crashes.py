@@ -264,8 +264,10 @@ def test_r15_paused_worker_loses_its_lease_and_its_ack(
         paused.send_signal(signal.SIGCONT)
         assert paused.wait(timeout=30) == 0
     finally:
-        paused.kill()
-        other.kill()
+        for process in (paused, other):
+            process.send_signal(signal.SIGCONT)
+            process.kill()
+            process.wait(timeout=10)  # reaped here, not garbage in a later test
     starts = [e for e in read_events(ledger) if e.event == "start"]
     results.append(
         Result("R15", kind, 1, "SIGSTOP 1 worker for > lease", 0, len(starts) - 1, None,

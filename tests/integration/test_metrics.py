@@ -99,8 +99,12 @@ def test_a_worker_serves_its_metrics_behind_a_token(
         done = ("runequeue_jobs_total", (("job", "tests.Record"), ("queue", "default"),
                                          ("status", "done")))  # fmt: skip
         assert found[done] == 3
-        assert found["runequeue_queue_size", (("queue", "default"), ("state", "ready"))] == 0
-        assert found["runequeue_workers", ()] == 1
+        ready = ("runequeue_queue_size", (("queue", "default"), ("state", "ready")))
+        # Read back from the backend at each flush (every 5 s), not at scrape time.
+        wait_until(lambda: samples(_get(url, "s3cret")[1]).get(ready) == 0, what="the queue "
+                   "size read back after the jobs ran")  # fmt: skip
+        wait_until(lambda: samples(_get(url, "s3cret")[1]).get(("runequeue_workers", ())) == 1,
+                   what="the live workers read back")  # fmt: skip
         log = tmp_path / "worker.log"
         served = f"metrics on http://127.0.0.1:{port}/metrics"  # loopback by default
         wait_until(lambda: served in log.read_text(encoding="utf-8"), what="the log line")

@@ -67,6 +67,9 @@ class Job:
     # Fail the job after this many exceptions, even with tries left (releases by middleware do
     # not count as tries, nor as exceptions): with ``retry_until``, the one bound on failures.
     max_exceptions: ClassVar[int | None] = None
+    # Hold every dispatch of this job until the caller's transaction commits (dropped on
+    # rollback): see `runequeue.after_commit`.
+    after_commit: ClassVar[bool] = False
 
     # Set by the runner on the instance it builds, for idempotency keys and logging.
     job_id: str = ""

@@ -60,6 +60,7 @@ class Queue:
         job: Job,
         *,
         connection: object | None = None,
+        after_commit: bool | None = None,
         **options: Unpack[DispatchOptions],
     ) -> str:
         """Send ``job`` to its queue and return its id. For a unique job (``unique_for``) whose
@@ -71,7 +72,11 @@ class Queue:
             connection: your SQLAlchemy ``Connection`` or ``Session`` on the database
                 ``DATABASE_URL`` names (database driver): the job is written in its open
                 transaction, so it exists if and only if that transaction commits
-                (`runequeue.transactional`). Not committed here.
+                (`runequeue.transactional`). Not committed here. On another driver, with
+                ``after_commit``, the Session whose commit the job waits for.
+            after_commit: hold the job until the surrounding transaction commits, drop it on
+                rollback, send it at once when none is open (`runequeue.after_commit`);
+                ``None`` takes the job class's ``after_commit``.
             options: `DispatchOptions` (``queue``, ``delay``, ``tries``, ``timeout``,
                 ``backoff``); a name that is not one of them raises ``TypeError``.
 
@@ -82,17 +87,24 @@ class Queue:
         """
         item = _encoder(config, options)(job)
         target = _connection(config, job)
-        if connection is not None and not (_fake is not None and _fake.fakes(item)):
+        faked = _fake is not None and _fake.fakes(item)
+        in_transaction = connection is not None and not faked
+        if in_transaction and target.driver == "database":
             from runequeue.transactional import store_in_transaction
 
             store_in_transaction(target, connection, [item])
-        elif item.unique_key is None:
-            _producer(target).push([item])
-        elif (holder := _producer(target).push_unique(item)) != item.job_id:
-            return holder  # a job with the same unique id is queued or running: nothing stored
-        if events.listening(events.JobQueued):
-            _queued(target, [item])
-        return item.job_id
+            _queued_if_listening(target, item)
+            return item.job_id
+        if after_commit if after_commit is not None else job.after_commit:
+            from runequeue.after_commit import hold
+
+            if not faked and hold(lambda: _store_one(target, item), connection):
+                return item.job_id  # stored once the caller's transaction commits
+        elif in_transaction:
+            from runequeue.transactional import store_in_transaction
+
+            store_in_transaction(target, connection, [item])  # refuses: not the database driver
+        return _store_one(target, item)
 
     @staticmethod
     async def dispatch_async(
@@ -100,17 +112,32 @@ class Queue:
         job: Job,
         *,
         connection: object | None = None,
+        after_commit: bool | None = None,
         **options: Unpack[DispatchOptions],
     ) -> str:
         """`dispatch` for async code: the same arguments, awaited (``connection`` may be an
-        ``AsyncConnection`` or ``AsyncSession``)."""
+        ``AsyncConnection`` or ``AsyncSession``). A job held for a commit is sent by the
+        session's commit, blocking (sessions call their hooks synchronously)."""
         item = _encoder(config, options)(job)
         target = _connection(config, job)
-        if connection is not None and not (_fake is not None and _fake.fakes(item)):
+        faked = _fake is not None and _fake.fakes(item)
+        in_transaction = connection is not None and not faked
+        if in_transaction and target.driver == "database":
             from runequeue.transactional import store_in_transaction_async
 
             await store_in_transaction_async(target, connection, [item])
-        elif item.unique_key is None:
+            _queued_if_listening(target, item)
+            return item.job_id
+        if after_commit if after_commit is not None else job.after_commit:
+            from runequeue.after_commit import hold
+
+            if not faked and hold(lambda: _store_one(target, item), connection):
+                return item.job_id
+        elif in_transaction:
+            from runequeue.transactional import store_in_transaction_async
+
+            await store_in_transaction_async(target, connection, [item])  # refuses
+        if item.unique_key is None:
             await _push_async(target, [item])
         elif (holder := await _push_unique_async(target, item)) != item.job_id:
             return holder
@@ -212,6 +239,21 @@ class Queue:
             producer.close()
         for store in stores:
             store.close()
+
+
+def _store_one(target: QueueConfig, item: Outgoing) -> str:
+    """Store one job: the id holding its place (a unique job's holder, if another holds it)."""
+    if item.unique_key is None:
+        _producer(target).push([item])
+    elif (holder := _producer(target).push_unique(item)) != item.job_id:
+        return holder  # a job with the same unique id is queued or running: nothing stored
+    _queued_if_listening(target, item)
+    return item.job_id
+
+
+def _queued_if_listening(target: QueueConfig, item: Outgoing) -> None:
+    if events.listening(events.JobQueued):
+        _queued(target, [item])
 
 
 def _store_many(producer: Producer, items: Sequence[Outgoing]) -> list[str]:

@@ -80,7 +80,8 @@ def _check(config: QueueConfig, conn: sa.Connection, items: Sequence[Outgoing]) 
     if config.driver != "database":
         raise ConfigError(
             f"connection= writes the job in your database transaction, so it needs the database "
-            f"driver; this job goes to {config.driver!r}"
+            f"driver; this job goes to {config.driver!r}: add after_commit=True to send it once "
+            "your Session commits"
         )
     if any(item.unique_key is not None for item in items):
         raise ConfigError("a unique job (unique_for) cannot be dispatched in your transaction "

@@ -1,0 +1,1 @@
+"""Runnable examples the README points to (tests run them)."""

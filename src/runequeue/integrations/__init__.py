@@ -1,0 +1,1 @@
+"""Small helpers for web frameworks: `runequeue.integrations.asgi` for Starlette and FastAPI."""

@@ -36,3 +36,19 @@ def test_the_fastapi_example_dispatches_from_its_handler(config: QueueConfig) ->
     with TestClient(create_app(config)) as client:  # and for real, on the test's Redis
         job_id = client.post("/signup", params={"email": "bob@example.com"}).json()["queued"]
     assert len(job_id) == 32 and Queue.size(config) == 1
+
+
+def test_the_flask_example_and_flask_rune(config: QueueConfig) -> None:
+    from examples.flask_app import SendWelcome, create_app
+
+    app = create_app({"driver": "redis", "redis_url": config.redis_url,
+                      "redis_prefix": config.redis_prefix,
+                      "database_url": config.database_url})  # fmt: skip
+    with Queue.fake() as fake:
+        assert app.test_client().post("/signup", data={"email": "ada@x.org"}).status_code == 200
+        fake.assert_dispatched(SendWelcome, lambda job: job.email == "ada@x.org")
+    app.test_client().post("/signup", data={"email": "bob@x.org"})
+    assert Queue.size(config) == 1  # the app's configuration: the test's Redis prefix
+    size = app.test_cli_runner().invoke(args=["rune", "queue:size"])
+    assert size.exit_code == 0, size.output
+    assert size.output == "default: 1\n"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -31,9 +33,31 @@ console = cast(Console, _ConsoleOfTheMoment())
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# A framework's configuration for the commands it runs (`flask rune`), in place of the
+# environment's; set by `configured_by`.
+_framework_config: QueueConfig | None = None
+
+
+@contextlib.contextmanager
+def configured_by(config: QueueConfig) -> Iterator[None]:
+    """Commands run inside take ``config`` as the configuration, not the environment's."""
+    global _framework_config
+    before, _framework_config = _framework_config, config
+    try:
+        yield
+    finally:
+        _framework_config = before
+
+
 def config_for(connection: str | None = None, **overrides: Any) -> QueueConfig:
-    """The environment's (and ``.env``'s) configuration, with the command's flags over it."""
-    return QueueConfig.from_env(driver=connection, **overrides)
+    """The environment's (and ``.env``'s) configuration, or a framework's (`configured_by`),
+    with the command's flags over it."""
+    base = _framework_config
+    if base is None:
+        return QueueConfig.from_env(driver=connection, **overrides)
+    if connection:
+        base = base.with_driver(connection)
+    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def queue_names(text: str | None, config: QueueConfig) -> tuple[str, ...]:

@@ -37,7 +37,7 @@ from runequeue.errors import (
 from runequeue.payload import DEFAULT_MAX_BYTES
 from runequeue.schema import READY, RECOVERED
 
-NOTIFY_CHANNEL = "runequeue_jobs"
+NOTIFY_CHANNEL = sql.NOTIFY_CHANNEL
 DEADLOCK_TRIES = 5  # a unique dispatch chosen as a deadlock victim is tried again this often
 RECOVER_EVERY_S = 1.0  # reserve also recovers expired leases, at most this often per queue
 FIRST_POLL_S = 0.05
@@ -65,14 +65,10 @@ def store_jobs(conn: sa.Connection, items: Sequence[Outgoing]) -> int:
     A job id already in the table is skipped, not counted. On PostgreSQL a stored job wakes idle
     workers: the NOTIFY is delivered when the transaction commits, when the jobs are visible.
     """
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql":  # its INSERT sends the NOTIFY itself
         insert = sql.insert_jobs_from_json()
-        stored = sum(len(conn.execute(insert, rows).all()) for rows in sql.job_documents(items))
-    else:
-        stored = conn.execute(sql.insert_jobs(conn.dialect.name), sql.job_rows(items)).rowcount
-    if stored:
-        _notify(conn)
-    return stored
+        return sum(len(conn.execute(insert, rows).all()) for rows in sql.job_documents(items))
+    return int(conn.execute(sql.insert_jobs(conn.dialect.name), sql.job_rows(items)).rowcount)
 
 
 def _notify(conn: sa.Connection) -> None:

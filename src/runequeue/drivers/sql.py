@@ -61,6 +61,8 @@ def statement_now_ms(dialect: str) -> sa.ColumnElement[int]:
     return now_ms(dialect)
 
 
+NOTIFY_CHANNEL = "runequeue_jobs"  # what idle PostgreSQL workers LISTEN on
+
 # Rows per INSERT on PostgreSQL: they travel as one JSON document, so this bounds its size
 # (about a megabyte for small payloads) rather than a count of parameters.
 PG_ROWS_PER_INSERT = 5_000
@@ -139,10 +141,18 @@ def insert_jobs_from_json() -> sa.Executable:
         now,
     ).order_by(given.c.position)  # ids in dispatch order: the queue's order
     columns = ["uuid", "queue", "payload", "payload_bytes", "state", "attempts", "max_tries"]
-    statement = postgresql.insert(jobs).from_select(
-        [*columns, "available_at", "created_at"], chosen
+    insert = postgresql.insert(jobs).from_select([*columns, "available_at", "created_at"], chosen)
+    stored = insert.on_conflict_do_nothing(index_elements=["uuid"]).returning(jobs.c.id)
+    # The NOTIFY that wakes idle workers rides in the same statement (once, and only if a row
+    # was stored): a dispatch is one round trip, in the caller's transaction too. PostgreSQL
+    # delivers it at commit, when the jobs are visible.
+    new = stored.cte("stored")
+    woke = (
+        sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "").label("woke"))
+        .where(sa.exists(sa.select(new.c.id)))
+        .subquery("woke")
     )
-    return statement.on_conflict_do_nothing(index_elements=["uuid"]).returning(jobs.c.id)
+    return sa.select(new.c.id).select_from(new.outerjoin(woke, sa.true()))
 
 
 def job_documents(items: Sequence[Outgoing]) -> Iterator[dict[str, str]]:

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -131,5 +132,43 @@ def test_misuse_is_refused_plainly(
             with pytest.raises(ConfigError, match="where no worker looks"):
                 Queue.dispatch(other, job, connection=conn)
         with pytest.raises(ConfigError, match="takes a SQLAlchemy Connection or Session"):
-            Queue.dispatch(database, job, connection=conn.connection.dbapi_connection)
+            Queue.dispatch(database, job, connection=object())
     assert Queue.size(database) == 0
+
+
+def _dbapi_connection(url: str) -> Any:
+    """A bare DB-API connection to ``url``'s database: psycopg 3, sqlite3 or PyMySQL."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        import psycopg
+
+        return psycopg.connect(host=parsed.host, port=parsed.port or 5432, user=parsed.username,
+                               dbname=parsed.database)  # fmt: skip
+    if parsed.get_backend_name() == "sqlite":
+        import sqlite3
+
+        return sqlite3.connect(str(parsed.database))
+    import pymysql  # type: ignore[import-untyped]
+
+    return pymysql.connect(host=parsed.host, port=parsed.port or 3306, user=parsed.username,
+                           database=parsed.database)  # fmt: skip
+
+
+def test_a_bare_dbapi_connection(db: tuple[QueueConfig, sa.Engine], tmp_path: Path) -> None:
+    config, _ = db
+    raw = _dbapi_connection(config.database_url)
+    try:
+        Queue.dispatch(config, Record(str(tmp_path)), connection=raw)
+        Queue.dispatch(config, Record(str(tmp_path)), connection=raw)
+        raw.rollback()
+        assert Queue.size(config) == 0
+        Queue.dispatch(config, Record(str(tmp_path)), connection=raw)
+        if not config.database_url.startswith("sqlite"):  # (SQLite: locked until the commit)
+            assert Queue.size(config) == 0  # not before the commit
+        raw.commit()
+        assert Queue.size(config) == 1
+        other = QueueConfig(driver="database", database_url=f"sqlite:///{tmp_path / 'o.db'}")
+        with pytest.raises(ConfigError, match="where no worker looks"):
+            Queue.dispatch(other, Record(str(tmp_path)), connection=raw)
+    finally:
+        raw.close()

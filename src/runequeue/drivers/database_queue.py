@@ -74,7 +74,8 @@ def store_jobs(conn: sa.Connection, items: Sequence[Outgoing]) -> int:
 def _notify(conn: sa.Connection) -> None:
     """Wake idle PostgreSQL workers when ``conn``'s transaction commits (jobs visible by then).
 
-    Every path that makes a job runnable calls this; other databases are polled.
+    Every path that makes a job runnable calls this, but for a dispatch, whose INSERT sends the
+    NOTIFY itself (`sql.insert_jobs_from_json`); other databases are polled.
     """
     if conn.dialect.name == "postgresql":
         conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "")))

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from runequeue import payload
+from runequeue.batch_state import BatchRecord
 from runequeue.config import QueueConfig
 from runequeue.drivers.base import BatchStore, Outgoing, Producer
 from runequeue.drivers.memory import MemoryDriver, MemoryProducer
@@ -102,11 +103,16 @@ class QueueFake:
     def producer(self, config: QueueConfig, real: Callable[[], Producer]) -> Producer:
         return _FakeProducer(self, config, real)
 
-    def record(self, config: QueueConfig, items: Sequence[Outgoing]) -> None:
+    def record(self, config: QueueConfig, items: Sequence[Outgoing]) -> list[Dispatched]:
         recorded = [self._decoded(config, item) for item in items]
         with self._lock:
             self.dispatched.extend(recorded)
             self._codecs.setdefault(config.driver, config.codec)
+        return recorded
+
+    def record_batch(self, batch: DispatchedBatch) -> None:
+        with self._lock:
+            self.batches.append(batch)
 
     def _decoded(self, config: QueueConfig, item: Outgoing) -> Dispatched:
         envelope = config.codec.decode(item.raw)
@@ -307,17 +313,14 @@ class _FakeBatches(MemoryBatchStore):
         self.config = config
         self._real = real
 
-    def create_batch(self, record: Any, jobs: Sequence[Outgoing]) -> None:
+    def create_batch(self, record: BatchRecord, jobs: Sequence[Outgoing]) -> None:
         if jobs and not any(self.fake.fakes(item) for item in jobs):
             self._real().batches().create_batch(record, jobs)
             return
-        self.fake.record(self.config, jobs)
-        decoded = tuple(self.fake.dispatched[-len(jobs) :]) if jobs else ()
-        with self.fake._lock:
-            self.fake.batches.append(DispatchedBatch(
-                record.id, record.name, record.queue, tuple(d.job for d in decoded),
-                record.allow_failures,
-            ))  # fmt: skip
+        decoded = self.fake.record(self.config, jobs)  # (not another thread's, as a slice was)
+        self.fake.record_batch(DispatchedBatch(record.id, record.name, record.queue,
+                                               tuple(d.job for d in decoded),
+                                               record.allow_failures))  # fmt: skip
         super().create_batch(record, jobs)
 
 

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import secrets
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TypeGuard
 
 from runequeue.config import QueueConfig
 from runequeue.drivers.base import (
@@ -47,12 +49,14 @@ from runequeue.drivers.database_queue import (
     notified,
     store_jobs,
 )
+from runequeue.drivers.postgres_hot import CannotConnect, HotPath
 from runequeue.drivers.sql_control import DatabaseControl
 from runequeue.drivers.sql_limits import DatabaseLimits
-from runequeue.errors import (
-    DriverUnavailable,
-)
+from runequeue.errors import DriverError
 from runequeue.payload import DEFAULT_MAX_BYTES
+
+# After its connection was refused, the hot path is tried again this often (the pool works on).
+HOT_AGAIN_S = 5.0
 
 __all__ = ["DatabaseDriver", "DatabaseQueue", "notified", "open_driver", "open_producer",
            "store_jobs"]  # fmt: skip
@@ -65,11 +69,19 @@ class DatabaseDriver:
 
     def __init__(self, url: str, *, max_payload_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.url = url
+        self.max_payload_bytes = max_payload_bytes
         self.queue = DatabaseQueue(url, max_payload_bytes=max_payload_bytes)
         self._poll_s = FIRST_POLL_S
         self._look_again = asyncio.Event()  # set when this worker made a job runnable
-        self._notified = notified(url)
-        self._listener: Any = None  # a psycopg 3 connection in LISTEN, on PostgreSQL
+        # On PostgreSQL through psycopg 3: one statement per reserve and per acknowledgement, and
+        # a LISTEN that wakes the worker (`runequeue.drivers.postgres_hot`).
+        self._hot = (
+            HotPath(self.queue.engine, self.queue.mapped_errors,
+                    connect_timeout_s=LISTEN_CONNECT_TIMEOUT_S)
+            if notified(url) else None
+        )  # fmt: skip
+        self._hot_again_at = 0.0  # monotonic time from which the hot path is tried again
+        self._hot_refused = False  # its connection was refused (and that was warned about)
         self._listen_at = 0.0  # monotonic time of the next LISTEN attempt
         self._polling_instead = False  # a LISTEN failed (and was warned about)
         self._closed = False
@@ -80,17 +92,49 @@ class DatabaseDriver:
     async def reserve(
         self, queue: str, count: int, *, lease_s: float, default_tries: int, alone: bool = False
     ) -> Batch:
-        if self._should_listen():
+        hot = self._hot
+        if hot is not None and self._should_listen(hot):
             # Listen before looking: a job made runnable after this reserve found none must
             # wake the wait that follows, and a NOTIFY sent before the LISTEN is lost.
-            await asyncio.to_thread(self._listen_or_poll)
-        batch = await asyncio.to_thread(
-            self.queue.reserve, queue, count, lease_s=lease_s, default_tries=default_tries,
-            alone=alone,
-        )  # fmt: skip
+            await self._listen_or_poll(hot)
+        batch = None
+        if self._hot_usable(hot) and not self._needs_full_reserve(queue, alone):
+            with self._pool_if_refused():
+                batch = await self._reserve_hot(hot, queue, count, lease_s, default_tries)
+        if batch is None:
+            batch = await self._reserve_full(queue, count, lease_s, default_tries, alone)
         if batch.jobs:
             self._poll_s = FIRST_POLL_S
         return batch
+
+    def _needs_full_reserve(self, queue: str, alone: bool) -> bool:
+        """Work for `DatabaseQueue.reserve`'s transaction: the queue's leases are due to be
+        recovered, or a job recovered from a dead worker waits for one running nothing."""
+        return self.queue.recovery_due(queue) or (alone and self.queue.recovered_waiting(queue))
+
+    async def _reserve_hot(
+        self, hot: HotPath, queue: str, count: int, lease_s: float, default_tries: int
+    ) -> Batch:
+        """One statement's reserve. Rows it locked but could not hand out (an oversized
+        payload) are left to the full reserve, which fails them with the reason and takes
+        others in their place."""
+        taken = await hot.reserve(
+            queue, count, token=secrets.token_hex(16), lease_s=lease_s,
+            max_bytes=self.max_payload_bytes,
+        )  # fmt: skip
+        if taken.picked > len(taken.jobs):
+            more = await self._reserve_full(queue, count - len(taken.jobs), lease_s, default_tries)
+            return dataclasses.replace(more, jobs=[*taken.jobs, *more.jobs])
+        waiting = self.queue.recovered_waiting(queue)
+        return Batch(taken.jobs, None if taken.jobs else taken.due_s, waiting)
+
+    async def _reserve_full(
+        self, queue: str, count: int, lease_s: float, default_tries: int, alone: bool = False
+    ) -> Batch:
+        return await asyncio.to_thread(
+            self.queue.reserve, queue, count, lease_s=lease_s, default_tries=default_tries,
+            alone=alone,
+        )  # fmt: skip
 
     async def recover(self, queue: str, *, default_tries: int) -> None:
         if await asyncio.to_thread(self.queue.recover, queue, default_tries=default_tries):
@@ -105,9 +149,9 @@ class DatabaseDriver:
         self._look_again.set()
 
     async def wait(self, queues: Sequence[str], timeout_s: float) -> None:
-        listener = self._listener
-        if listener is not None:
-            await asyncio.to_thread(self._wait_for_notify, listener, timeout_s)
+        hot = self._hot
+        if hot is not None and hot.listening:
+            await hot.wait(timeout_s)
             return
         # Polled: soon after work was seen, then less and less often while the queue stays empty.
         # Worst case, a job another process makes runnable waits the longest interval: timeout_s.
@@ -118,15 +162,10 @@ class DatabaseDriver:
             return
         self._poll_s = min(self._poll_s * 2, max(timeout_s, FIRST_POLL_S))
 
-    def _should_listen(self) -> bool:
-        return (
-            self._notified
-            and self._listener is None
-            and not self._closed
-            and time.monotonic() >= self._listen_at
-        )
+    def _should_listen(self, hot: HotPath) -> bool:
+        return not hot.listening and not self._closed and time.monotonic() >= self._listen_at
 
-    def _listen_or_poll(self) -> None:
+    async def _listen_or_poll(self, hot: HotPath) -> None:
         """Open the LISTEN connection; if that fails, poll, and try again in `LISTEN_AGAIN_S`.
 
         The jobs table is still reachable through the pool when a connection of its own is
@@ -134,13 +173,14 @@ class DatabaseDriver:
         jobs, seeing other processes' pushes within --sleep, as on a polled database.
         """
         try:
-            self._listen()
-        except DriverUnavailable as exc:
+            await hot.listen(NOTIFY_CHANNEL)
+        except DriverError as exc:
             self._listen_at = time.monotonic() + LISTEN_AGAIN_S
             if not self._polling_instead:  # once, not at every reserve
                 self._polling_instead = True
                 log.warning(
-                    "%s; polling for jobs instead (trying LISTEN again every %.0fs)",
+                    "could not listen for new jobs: %s; polling for jobs instead (trying LISTEN "
+                    "again every %.0fs)",
                     " ".join(str(exc).split()),
                     LISTEN_AGAIN_S,
                 )
@@ -149,40 +189,34 @@ class DatabaseDriver:
             self._polling_instead = False
             log.info("listening for new jobs again (PostgreSQL LISTEN)")
 
-    def _listen(self) -> None:
-        if self._listener is not None:  # another reserve of this worker was first
-            return
-        try:
-            # A connection of its own, outside the pool: a LISTEN must outlive checkouts.
-            dialect = self.queue.engine.dialect
-            args, kwargs = dialect.create_connect_args(self.queue.engine.url)
-            kwargs = {**kwargs, "connect_timeout": LISTEN_CONNECT_TIMEOUT_S, "autocommit": True}
-            self._listener = dialect.loaded_dbapi.connect(*args, **kwargs)
-            self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        except Exception as exc:  # psycopg's errors: this module must not import psycopg
-            self._drop_listener()
-            raise DriverUnavailable(f"could not listen for new jobs: {exc}") from exc
-
-    def _wait_for_notify(self, listener: Any, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        try:
-            # In short slices, so that a closed driver's thread ends soon instead of blocking
-            # the worker's exit for up to --sleep seconds.
-            while not self._closed and (remaining := deadline - time.monotonic()) > 0:
-                if list(listener.notifies(timeout=min(remaining, 0.5), stop_after=1)):
-                    return
-        except Exception as exc:
-            self._drop_listener()
-            raise DriverUnavailable(f"could not wait for jobs: {exc}") from exc
-
-    def _drop_listener(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(Exception):
-                listener.close()
-
     async def ack(self, items: Sequence[Reserved]) -> list[bool]:
+        hot = self._hot
+        if self._hot_usable(hot):
+            with self._pool_if_refused():
+                return await hot.ack(items)
         return await asyncio.to_thread(self.queue.ack, items)
+
+    def _hot_usable(self, hot: HotPath | None) -> TypeGuard[HotPath]:
+        return hot is not None and time.monotonic() >= self._hot_again_at
+
+    @contextlib.contextmanager
+    def _pool_if_refused(self) -> Iterator[None]:
+        """Let a refused connection of the hot path's own (a role's connection limit reached)
+        end quietly: the caller does the work through the pool, as on any database, and the
+        hot path is tried again in `HOT_AGAIN_S`. Said once, and again when it is back."""
+        try:
+            yield
+        except CannotConnect as exc:
+            self._hot_again_at = time.monotonic() + HOT_AGAIN_S
+            if not self._hot_refused:
+                self._hot_refused = True
+                reason = " ".join(str(exc).split())
+                log.warning("%s; reserving and acknowledging through the pool instead (trying "
+                            "again every %.0fs)", reason, HOT_AGAIN_S)  # fmt: skip
+            return
+        if self._hot_refused:
+            self._hot_refused = False
+            log.info("reserving and acknowledging on connections of the worker's own again")
 
     async def release(self, item: Reserved, *, delay_s: float, refund: bool) -> bool:
         released = await asyncio.to_thread(self.queue.release, item, delay_s=delay_s, refund=refund)
@@ -242,7 +276,8 @@ class DatabaseDriver:
 
     async def close(self) -> None:
         self._closed = True
-        self._drop_listener()
+        if self._hot is not None:
+            await self._hot.close()
         self.queue.close()
 
 

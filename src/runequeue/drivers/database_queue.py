@@ -35,7 +35,7 @@ from runequeue.errors import (
     MissingTable,
 )
 from runequeue.payload import DEFAULT_MAX_BYTES
-from runequeue.schema import READY, RECOVERED
+from runequeue.schema import LEASED, READY, RECOVERED
 
 NOTIFY_CHANNEL = sql.NOTIFY_CHANNEL
 DEADLOCK_TRIES = 5  # a unique dispatch chosen as a deadlock victim is tried again this often
@@ -164,9 +164,9 @@ class DatabaseQueue:
     ) -> Batch:
         """See `Driver.reserve`. Whether recovered jobs wait is learnt when leases are recovered
         (at most every `RECOVER_EVERY_S`) and when one is looked for: never a query per reserve."""
-        if time.monotonic() - self._recovered_at.get(queue, 0.0) >= RECOVER_EVERY_S:
+        if self.recovery_due(queue):
             self.recover(queue, default_tries=default_tries)
-        if alone and count > 0 and self._recovered_waiting.get(queue):
+        if alone and count > 0 and self.recovered_waiting(queue):
             batch = self._reserve_recovered(queue, lease_s)
             if batch.jobs:
                 return batch
@@ -175,9 +175,15 @@ class DatabaseQueue:
             # Rows failed at reserve (oversized, unreadable) hid the jobs behind them: look
             # again, or a worker with --stop-when-empty would stop with those jobs still queued.
             if batch.jobs or not failed_some:
-                return dataclasses.replace(
-                    batch, recovered_waiting=self._recovered_waiting.get(queue, False)
-                )
+                return dataclasses.replace(batch, recovered_waiting=self.recovered_waiting(queue))
+
+    def recovery_due(self, queue: str) -> bool:
+        """Whether ``queue``'s expired leases are due to be looked for (`RECOVER_EVERY_S`)."""
+        return time.monotonic() - self._recovered_at.get(queue, 0.0) >= RECOVER_EVERY_S
+
+    def recovered_waiting(self, queue: str) -> bool:
+        """Whether jobs recovered from a dead worker wait on ``queue``, as last learnt."""
+        return self._recovered_waiting.get(queue, False)
 
     def _reserve_recovered(self, queue: str, lease_s: float) -> Batch:
         """One job recovered from a dead worker, to run alone; none if none can be taken."""
@@ -272,7 +278,24 @@ class DatabaseQueue:
             return changed
 
     def ack(self, items: Sequence[Reserved]) -> list[bool]:
-        return self._each([sql.ack(item.job_id, item.token) for item in items])
+        """Delete the finished jobs whose leases still hold them: two statements for the lot
+        (PostgreSQL's workers use one, `postgres_hot.ACK`). On MySQL a DELETE per job, by its
+        unique job id: a locking read of many ids may be planned as a scan (a fresh table's
+        statistics say it is small), and InnoDB would lock every row it examined, ready jobs
+        included, which reserves (``SKIP LOCKED``) would then pass over."""
+        if self.dialect in ("mysql", "mariadb"):
+            return self._each([sql.ack(item.job_id, item.token) for item in items])
+        leases = {item.job_id: item.token for item in items}
+        with self.mapped_errors(), self.engine.begin() as conn:
+            rows = conn.execute(sql.leases_of(list(leases))).all()
+            held = {
+                row.uuid: row.id
+                for row in rows
+                if row.state == LEASED and leases.get(row.uuid) == row.lease_token
+            }
+            if held:
+                conn.execute(sql.delete_rows(list(held.values())))
+        return [item.job_id in held for item in items]
 
     def extend(self, items: Sequence[Reserved], lease_s: float) -> list[bool]:
         lease_ms = int(lease_s * 1000)

@@ -30,8 +30,9 @@ from runequeue.drivers.base import (
     QueueCounts,
     Reserved,
 )
+from runequeue.drivers.redis_async_line import AsyncScriptLine
 from runequeue.drivers.redis_control import RedisControl
-from runequeue.drivers.redis_direct import Call
+from runequeue.drivers.redis_direct import Call, Fallback
 from runequeue.drivers.redis_errors import mapped_errors, redacted
 from runequeue.drivers.redis_keys import (
     PUSH_CHUNK,
@@ -114,6 +115,8 @@ class RedisDriver:
         # BLPOP gets a connection of its own: a blocked call must not hold up acks and reserves.
         self._blocking: aioredis.Redis | None = None
         self._push = self.client.register_script(lua_source("push"))
+        # A single dispatch's EVALSHA: concurrent ones from this event loop share round trips.
+        self._push_line = AsyncScriptLine(self.client, lua_source("push"))
         self._reserve = self.client.register_script(lua_source("reserve"))
         self._ack = self.client.register_script(lua_source("ack"))
         self._ack_then = self.client.register_script(with_helpers("ack_then"))
@@ -163,7 +166,10 @@ class RedisDriver:
         sha = self._push.sha
         if len(calls) == 1:
             keys, args = calls[0]
-            return int(await self.client.evalsha(sha, len(keys), *keys, *args))
+            try:
+                return int(await self._push_line.call(keys, args))
+            except Fallback:  # the client repeats it, with its retries (see `AsyncScriptLine`)
+                return int(await self.client.evalsha(sha, len(keys), *keys, *args))
         async with self.client.pipeline(transaction=True) as pipe:
             for keys, args in calls:
                 pipe.evalsha(sha, len(keys), *keys, *args)
@@ -453,6 +459,7 @@ class RedisDriver:
 
     async def close(self) -> None:
         await self._drop_blocking()
+        await self._push_line.close()
         await self.client.aclose()
         if self._producer is not None:
             self._producer.close()

@@ -316,6 +316,21 @@ def ack(job_id: str, token: str) -> sa.Executable:
     return sa.delete(jobs).where(held(job_id, token))
 
 
+def leases_of(job_ids: Sequence[str]) -> sa.Select[Any]:
+    """The rows of jobs ``job_ids``, with their state and lease token, locked until the
+    transaction ends (SQLite's ``BEGIN IMMEDIATE`` locks the database instead). Not on MySQL
+    (see `DatabaseQueue.ack`)."""
+    return (
+        sa.select(jobs.c.id, jobs.c.uuid, jobs.c.state, jobs.c.lease_token)
+        .where(jobs.c.uuid.in_(job_ids))
+        .with_for_update()
+    )
+
+
+def delete_rows(row_ids: Sequence[int]) -> sa.Executable:
+    return sa.delete(jobs).where(jobs.c.id.in_(row_ids))
+
+
 def release(dialect: str, job_id: str, token: str, delay_ms: int, refund: bool) -> sa.Executable:
     return (
         sa.update(jobs)

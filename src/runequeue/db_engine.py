@@ -130,6 +130,13 @@ def _sqlite_path(url: URL) -> str | None:
     return database
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file an SQLite ``url`` names; ``None`` for another database, an in-memory one or a
+    ``file:`` URI."""
+    parsed = normalized_url(url)
+    return _sqlite_path(parsed) if parsed.get_backend_name() == "sqlite" else None
+
+
 def redacted(url: str) -> str:
     """``url`` without its password (before the host or in the query string)."""
     return hide_password(url)

@@ -7,12 +7,14 @@ exclusive. Leases, attempts counted at reserve, lease tokens and the failed outb
 Redis driver, so both pass the same conformance suite.
 
 SQLAlchemy is blocking: `DatabaseQueue` does the work, and `DatabaseDriver` runs it in threads for
-the worker. On PostgreSQL, whatever makes a job runnable (a push, a release for retry, a lease
-recovered) sends a NOTIFY in its own transaction, which wakes idle workers. Other databases are
-polled, more slowly the longer they stay empty; a worker that itself made a job runnable (its
-release, its recovery) looks again at once. A PostgreSQL worker that cannot open its LISTEN
-connection (the server or the role at its connection limit) polls too, and tries again now and
-then.
+the worker. On PostgreSQL (psycopg 3) a worker's reserve and acknowledgement are one statement
+each on asyncio connections of its own (`runequeue.drivers.postgres_hot`), and whatever makes a
+job runnable (a push, a release for retry, a lease recovered) sends a NOTIFY in its own
+transaction, which wakes idle workers. On SQLite an idle worker watches the file's commit counter
+(`runequeue.drivers.sqlite_watch`). MySQL is polled, more slowly the longer it stays empty; a
+worker that itself made a job runnable (its release, its recovery) looks again at once. A
+PostgreSQL worker that cannot open its LISTEN connection (the server or the role at its
+connection limit) polls too, and tries again now and then.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from typing import TypeGuard
 
 from runequeue.config import QueueConfig
+from runequeue.db_engine import sqlite_file
 from runequeue.drivers.base import (
     Batch,
     BatchStore,
@@ -52,6 +55,7 @@ from runequeue.drivers.database_queue import (
 from runequeue.drivers.postgres_hot import CannotConnect, HotPath
 from runequeue.drivers.sql_control import DatabaseControl
 from runequeue.drivers.sql_limits import DatabaseLimits
+from runequeue.drivers.sqlite_watch import CommitWatch
 from runequeue.errors import DriverError
 from runequeue.payload import DEFAULT_MAX_BYTES
 
@@ -80,6 +84,8 @@ class DatabaseDriver:
                     connect_timeout_s=LISTEN_CONNECT_TIMEOUT_S)
             if notified(url) else None
         )  # fmt: skip
+        # On SQLite: another process's commit ends an idle wait (`runequeue.drivers.sqlite_watch`).
+        self._watch = CommitWatch(path) if (path := sqlite_file(url)) is not None else None
         self._hot_again_at = 0.0  # monotonic time from which the hot path is tried again
         self._hot_refused = False  # its connection was refused (and that was warned about)
         self._listen_at = 0.0  # monotonic time of the next LISTEN attempt
@@ -152,6 +158,10 @@ class DatabaseDriver:
         hot = self._hot
         if hot is not None and hot.listening:
             await hot.wait(timeout_s)
+            return
+        if self._watch is not None:
+            await self._watch.wait(timeout_s, self._look_again)
+            self._look_again.clear()
             return
         # Polled: soon after work was seen, then less and less often while the queue stays empty.
         # Worst case, a job another process makes runnable waits the longest interval: timeout_s.
@@ -278,6 +288,8 @@ class DatabaseDriver:
         self._closed = True
         if self._hot is not None:
             await self._hot.close()
+        if self._watch is not None:
+            self._watch.close()
         self.queue.close()
 
 

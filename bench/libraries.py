@@ -8,8 +8,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import redis
 
@@ -50,6 +50,7 @@ class RuneQueue:
         *,
         metrics: bool = False,
         publish: bool = True,
+        concurrency: int | None = 200,
     ) -> None:
         from runequeue import QueueConfig
         from runequeue.schema import migrate
@@ -69,9 +70,13 @@ class RuneQueue:
             self.name += "+metrics"
         if not publish:
             self.name += "-no-metrics"
+        self.concurrency = concurrency  # None: the worker's default (10)
+        if concurrency is None:
+            self.name += "-default-concurrency"
         self.setting = (
-            "1 process, --concurrency 200, uvloop (the [uvloop] extra, picked by --loop auto); "
-            "its line per job on (written, like every library's output, to /dev/null)"
+            f"1 process, --concurrency {concurrency or '10 (the default)'}, uvloop (the [uvloop] "
+            "extra, picked by --loop auto); its line per job on (written, like every library's "
+            "output, to /dev/null)"
         )
         migrate(self.database_url)
         self.config = QueueConfig(
@@ -84,8 +89,13 @@ class RuneQueue:
 
         if self.driver == "redis":
             _flush_prefix("bench-rq:")
-        else:
-            Queue.clear(self.config)
+            return
+        Queue.clear(self.config)
+        if self.database_url.startswith("postgresql"):
+            # Autovacuum is off on this machine's PostgreSQL: vacuum as it would between runs,
+            # or every run scans the index entries of all the jobs done before it. The peers'
+            # clear() truncate their tables, which leaves nothing to vacuum.
+            _vacuum(self.database_url, "jobs")
 
     def enqueue_one_by_one(self, count: int, timed: bool = False) -> None:
         from bench.tasks_runequeue import NoOp
@@ -107,7 +117,8 @@ class RuneQueue:
         command = [sys.executable, "-m", "runequeue", "queue:work", "--queue", "bench"]
         command += ["--metrics-port", "0"] if self.metrics else []  # (any free port)
         command += [] if self.publish else ["--no-metrics"]
-        return [*command, "--import", "bench.tasks_runequeue", "--concurrency", "200"]
+        command += ["--concurrency", str(self.concurrency)] if self.concurrency else []
+        return [*command, "--import", "bench.tasks_runequeue"]
 
     def worker_env(self) -> dict[str, str]:
         return {
@@ -377,16 +388,34 @@ BENCH_POSTGRES = os.environ.get(
 )
 
 
+BENCH_MYSQL = os.environ.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/runequeue_bench")
+
+
 def _database_drivers() -> list[Library]:
-    """runequeue's database driver on a fresh SQLite file and, when reachable, PostgreSQL."""
+    """runequeue's database driver on a fresh SQLite file and, when reachable, PostgreSQL and
+    MySQL."""
     sqlite = f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite3"
     drivers: list[Library] = [RuneQueue("database", sqlite)]
-    try:
-        _create_database(BENCH_POSTGRES)
-        drivers.append(RuneQueue("database", BENCH_POSTGRES))
-    except Exception as exc:  # no PostgreSQL here: measure the rest
-        print(f"skipping runequeue on PostgreSQL: {exc}")
+    for url in (BENCH_POSTGRES, BENCH_MYSQL):
+        try:
+            _create_database(url)
+            drivers.append(RuneQueue("database", url))
+            if url == BENCH_POSTGRES:  # the default, measured against the peers too
+                drivers.append(RuneQueue("database", url, concurrency=None))
+        except Exception as exc:  # no such server here: measure the rest
+            print(f"skipping runequeue on {url.split(':')[0]}: {exc}")
     return drivers
+
+
+def _vacuum(url: str, table: str) -> None:
+    import sqlalchemy as sa
+
+    from runequeue.db_engine import create_engine
+
+    engine = create_engine(url)
+    with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.execute(sa.text(f"VACUUM ANALYZE {table}"))
+    engine.dispose()
 
 
 def _create_database(url: str) -> None:
@@ -395,6 +424,12 @@ def _create_database(url: str) -> None:
     from runequeue.db_engine import create_engine
 
     target = sa.engine.make_url(url)
+    if target.get_backend_name() == "mysql":
+        admin = create_engine(target.set(database="mysql").render_as_string(hide_password=False))
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS `{target.database}`"))
+        admin.dispose()
+        return
     admin = create_engine(target.set(database="postgres").render_as_string(hide_password=False))
     with admin.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
         exists = conn.execute(
@@ -405,6 +440,250 @@ def _create_database(url: str) -> None:
     admin.dispose()
 
 
+class HueySqlite:
+    name = "huey-sqlite"
+    setting = (
+        "SqliteHuey on a fresh temp file (its defaults: WAL, one connection per process), "
+        "huey_consumer -k thread -w 8, polling delay 1-50 ms (as huey on Redis)"
+    )
+
+    def __init__(self) -> None:
+        import huey  # noqa: F401 - skip this library when it is not installed
+
+        # The tasks module opens the file named here, in this process and (via worker_env) in
+        # the consumer's: set it before the first import.
+        if "BENCH_HUEY_SQLITE_PATH" not in os.environ:
+            os.environ["BENCH_HUEY_SQLITE_PATH"] = f"{tempfile.mkdtemp()}/huey.sqlite3"
+        from bench.tasks_huey_sqlite import PATH
+
+        self.path = PATH
+
+    def clear(self) -> None:
+        from bench.tasks_huey_sqlite import huey
+
+        huey.flush()  # deletes its task, schedule, kv and counter rows
+
+    def enqueue_one_by_one(self, count: int, timed: bool = False) -> None:
+        from bench.tasks_huey_sqlite import noop
+
+        for _ in range(count):
+            noop(time.time() if timed else 0.0)
+            if timed:
+                time.sleep(0.005)
+
+    def enqueue_bulk(self, count: int) -> bool:
+        return False  # no batch API
+
+    def worker_command(self) -> list[str]:
+        return [_script("huey_consumer"), "bench.tasks_huey_sqlite.huey", "-k", "thread",
+                "-w", "8", "-d", "0.001", "-m", "0.05", "-q"]  # fmt: skip
+
+    def worker_env(self) -> dict[str, str]:
+        return {"BENCH_HUEY_SQLITE_PATH": self.path}
+
+
+BENCH_PGQUEUER = os.environ.get(
+    "BENCH_PGQUEUER_URL", "postgresql://postgres@127.0.0.1:5432/bench_pgqueuer"
+)
+
+
+class PgQueuer:
+    """PgQueuer on PostgreSQL (its own database), through asyncpg, its default driver."""
+
+    def __init__(
+        self, name: str = "pgqueuer", *, batch_size: int = 10,
+        max_concurrent_tasks: int | None = None, concurrency_limit: int = 0, why: str = "",
+    ) -> None:  # fmt: skip
+        import asyncpg  # noqa: F401 - skip this library when it is not installed
+        import pgqueuer  # noqa: F401
+
+        self.name = name
+        self.batch_size = batch_size
+        self.max_concurrent_tasks = max_concurrent_tasks
+        self.concurrency_limit = concurrency_limit
+        self.setting = (
+            f"python -m bench.run_pgqueuer (pgqueuer.run, its programmatic `pgq run`: the CLI "
+            f"fails at start in 1.6.0), --batch-size {batch_size}, --max-concurrent-tasks "
+            f"{max_concurrent_tasks or 'unset (unlimited)'}, entrypoint concurrency_limit "
+            f"{concurrency_limit or '0 (unlimited)'}, uvloop, asyncpg"
+        ) + (f"; {why}" if why else "")
+        _create_database(BENCH_PGQUEUER)
+        asyncio.run(self._install())
+
+    @staticmethod
+    async def _queries(run: Callable[[Any], Awaitable[None]]) -> None:
+        import asyncpg
+        from pgqueuer import Queries
+
+        connection = await asyncpg.connect(BENCH_PGQUEUER)
+        try:
+            await run(Queries.from_asyncpg_connection(connection))
+        finally:
+            await connection.close()
+
+    async def _install(self) -> None:
+        async def install(queries: Any) -> None:  # as `pgq install`, once
+            if not await queries.schema_is_installed():
+                await queries.install()
+
+        await self._queries(install)
+
+    def clear(self) -> None:
+        async def clear(queries: Any) -> None:  # TRUNCATE of the queue, its log, its statistics
+            await queries.clear_queue()
+            await queries.clear_queue_log()
+            await queries.clear_statistics_log()
+
+        asyncio.run(self._queries(clear))
+
+    def enqueue_one_by_one(self, count: int, timed: bool = False) -> None:
+        from bench.tasks_pgqueuer import ENTRYPOINT
+
+        async def enqueue(queries: Any) -> None:  # one connection for the whole run
+            for _ in range(count):
+                await queries.enqueue(ENTRYPOINT, repr(time.time()).encode() if timed else None)
+                if timed:
+                    await asyncio.sleep(0.005)
+
+        asyncio.run(self._queries(enqueue))
+
+    def enqueue_bulk(self, count: int) -> bool:
+        from bench.tasks_pgqueuer import ENTRYPOINT
+
+        async def enqueue(queries: Any) -> None:  # lists: one INSERT ... SELECT FROM unnest
+            await queries.enqueue([ENTRYPOINT] * count, [None] * count, [0] * count)
+
+        asyncio.run(self._queries(enqueue))
+        return True
+
+    def worker_command(self) -> list[str]:
+        command = [sys.executable, "-m", "bench.run_pgqueuer", "--batch-size", str(self.batch_size)]
+        if self.max_concurrent_tasks:
+            command += ["--max-concurrent-tasks", str(self.max_concurrent_tasks)]
+        return command
+
+    def worker_env(self) -> dict[str, str]:
+        return {
+            "BENCH_PGQUEUER_URL": BENCH_PGQUEUER,
+            "BENCH_PGQUEUER_CONCURRENCY_LIMIT": str(self.concurrency_limit),
+        }
+
+
+class Procrastinate:
+    """Procrastinate on PostgreSQL (its own database), its CLI worker, psycopg 3."""
+
+    def __init__(
+        self, name: str = "procrastinate", options: tuple[str, ...] = (), why: str = ""
+    ) -> None:
+        import procrastinate  # noqa: F401 - skip this library when it is not installed
+
+        from bench.tasks_procrastinate import DSN, app
+
+        self.name = name
+        self.options = options
+        flags = " ".join(options) or "(its defaults: --concurrency 1, LISTEN/NOTIFY, 5 s poll)"
+        self.setting = (
+            f"procrastinate worker {flags}, an async task; the jobs table analyzed as "
+            f"autovacuum would (see _analyze)"
+        ) + (f"; {why}" if why else "")
+        _create_database(DSN)
+        if not self._sql("SELECT to_regclass('procrastinate_jobs') IS NOT NULL"):
+            app.schema_manager.apply_schema()  # as `procrastinate schema --apply`, once
+        app.open()  # the sync connector defer() uses, for this process's lifetime
+        self._analyze()
+
+    @staticmethod
+    def _sql(query: str) -> Any:
+        import psycopg
+
+        from bench.tasks_procrastinate import DSN
+
+        with psycopg.connect(DSN, autocommit=True) as connection:
+            cursor = connection.execute(query)
+            return cursor.fetchone()[0] if cursor.description else None
+
+    def _analyze(self) -> None:
+        """Give the planner statistics of a table that holds queued jobs, once.
+
+        Autovacuum is off on the bench's PostgreSQL, and with no statistics (or those of an
+        empty table) procrastinate_fetch_job plans a bitmap scan and sorts every queued job on
+        each fetch: about 45 jobs/s with 20,000 queued, not procrastinate's speed. Autoanalyze
+        would have run on any real server. TRUNCATE keeps these column statistics and clears the
+        row count, which the planner then takes from the table's size: every run gets the index
+        scan.
+        """
+        from bench.tasks_procrastinate import noop
+
+        self.clear()
+        noop.batch_defer(*[{"sent_at": 0.0}] * 1000)
+        self._sql("ANALYZE procrastinate_jobs")
+        self.clear()
+
+    def clear(self) -> None:
+        self._sql(
+            "TRUNCATE procrastinate_jobs, procrastinate_events, procrastinate_periodic_defers, "
+            "procrastinate_workers"  # the workers' rows go too: clear() runs with none running
+        )
+
+    def enqueue_one_by_one(self, count: int, timed: bool = False) -> None:
+        from bench.tasks_procrastinate import noop
+
+        for _ in range(count):
+            noop.defer(sent_at=time.time() if timed else 0.0)
+            if timed:
+                time.sleep(0.005)
+
+    def enqueue_bulk(self, count: int) -> bool:
+        from bench.tasks_procrastinate import noop
+
+        if not hasattr(noop, "batch_defer"):  # added in procrastinate 3.2
+            return False
+        noop.batch_defer(*[{"sent_at": 0.0}] * count)  # one INSERT of every job
+        return True
+
+    def worker_command(self) -> list[str]:
+        return [_script("procrastinate"), "--app=bench.tasks_procrastinate.app",
+                "--log-level", "warning", "worker", "--queues", "bench",
+                *self.options]  # fmt: skip
+
+    def worker_env(self) -> dict[str, str]:
+        from bench.tasks_procrastinate import DSN
+
+        return {"BENCH_PROCRASTINATE_URL": DSN}
+
+
+def _postgres_peers() -> list[Library]:
+    """The peers that run on PostgreSQL: skipped, like the rest, when not installed, and when
+    PostgreSQL is not reachable."""
+    makers: list[Callable[[], Library]] = [
+        PgQueuer,
+        lambda: PgQueuer(
+            "pgqueuer-best",
+            batch_size=100,
+            why="1 process, short runs on a busy machine: batch 10 2,700-4,100 jobs/s, 100 "
+            "8,500-11,500, 200 12,000 (no faster within the noise); --max-concurrent-tasks 400 "
+            "with batch 100 10,700 (its worker-budget query costs a little); a per-entrypoint "
+            "concurrency_limit only caps",
+        ),
+        Procrastinate,
+        lambda: Procrastinate(
+            "procrastinate-best",
+            ("--concurrency", "10"),
+            why="1 process, short runs on a busy machine: --concurrency 1 (its default) 130-280 "
+            "jobs/s, 10 370-500, 50 500: each job is a fetch and a finish, each one commit",
+        ),
+    ]
+    peers: list[Library] = []
+    for make in makers:
+        try:
+            peers.append(make())
+        except ImportError:
+            continue
+        except Exception as exc:  # no PostgreSQL here: measure the rest
+            print(f"skipping a PostgreSQL peer: {exc}")
+    return peers
+
+
 def available() -> list[Library]:
     """runequeue (Redis, then its database driver), and each peer that is installed."""
     libraries: list[Library] = [
@@ -413,9 +692,9 @@ def available() -> list[Library]:
         RuneQueue(publish=False),
         *_database_drivers(),
     ]
-    for make in (RQ, Huey, Dramatiq, Arq, Saq, Celery, Taskiq):
+    for make in (RQ, Huey, HueySqlite, Dramatiq, Arq, Saq, Celery, Taskiq):
         try:
             libraries.append(make())
         except ImportError:
             continue
-    return libraries
+    return [*libraries, *_postgres_peers()]

@@ -16,6 +16,16 @@ METRICS = [
 ]  # fmt: skip
 
 
+# Libraries on a database rather than Redis: a table of their own, compared with
+# runequeue-postgresql (MySQL and SQLite have no peer there but Huey's SQLite storage).
+DATABASE_LIBRARIES = ("runequeue-sqlite", "runequeue-postgresql", "runequeue-mysql", "pgqueuer",
+                      "procrastinate", "huey-sqlite")  # fmt: skip
+
+
+def on_a_database(name: str) -> bool:
+    return name.startswith(DATABASE_LIBRARIES)
+
+
 def _best_peer(metric: str, medians: dict[str, dict[str, float]]) -> tuple[str, float] | None:
     peers = [(name, m[metric]) for name, m in medians.items()
              if not name.startswith("runequeue") and metric in m]  # fmt: skip
@@ -25,9 +35,9 @@ def _best_peer(metric: str, medians: dict[str, dict[str, float]]) -> tuple[str, 
     return pick(peers, key=lambda peer: peer[1])
 
 
-def table(medians: dict[str, dict[str, float]]) -> str:
+def table(medians: dict[str, dict[str, float]], ours_name: str = "runequeue") -> str:
     names = list(medians)
-    lines = ["| metric | " + " | ".join(names) + " | runequeue / best peer |",
+    lines = ["| metric | " + " | ".join(names) + f" | {ours_name} / best peer |",
              "|---" * (len(names) + 2) + "|"]  # fmt: skip
     for metric in METRICS:
         cells = []
@@ -37,7 +47,7 @@ def table(medians: dict[str, dict[str, float]]) -> str:
                 "—" if value is None else f"{value:,.2f}" if value < 10 else f"{value:,.0f}"
             )
         best = _best_peer(metric, medians)
-        ours = medians.get("runequeue", {}).get(metric)
+        ours = medians.get(ours_name, {}).get(metric)
         ratio = (
             "—"
             if best is None or ours is None or best[1] == 0
@@ -122,9 +132,13 @@ def write_docs(medians: dict[str, dict[str, float]], settings: dict[str, str], *
         "per processing run, Redis on loopback.\n\nWorker settings:\n\n"
         + "\n".join(f"- **{name}**: {setting}" for name, setting in settings.items())
     )
+    on_redis = {name: m for name, m in medians.items() if not on_a_database(name)}
+    on_databases = {name: m for name, m in medians.items() if on_a_database(name)}
     body = (
-        f"{header}\n\n{table(medians)}\n\n![throughput](benchmarks.png)\n\n"
-        f"Against the targets of issue 6, in this run:\n\n{targets(medians)}"
+        f"{header}\n\nOn Redis:\n\n{table(on_redis)}\n\n"
+        f"On a database (no Redis):\n\n{table(on_databases, 'runequeue-postgresql')}\n\n"
+        f"![throughput](benchmarks.png)\n\n"
+        f"Against the targets of issue 6, in this run:\n\n{targets(on_redis)}"
     )
     text = doc.read_text(encoding="utf-8")
     head, _, rest = text.partition(START)

@@ -90,6 +90,7 @@ class DatabaseQueue:
         with self.mapped_errors():
             self.engine = create_engine(url, create=False)  # `rune migrate` creates it
         self.dialect = self.engine.dialect.name
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._recovered_at: dict[str, float] = {}
         self._recovered_waiting: dict[str, bool] = {}
         # Held while a recovery or a reserve of recovered jobs decides `_recovered_waiting`, so
@@ -113,8 +114,13 @@ class DatabaseQueue:
 
     def push(self, items: Sequence[Outgoing]) -> int:
         try:
-            with self.mapped_errors(), self.engine.begin() as conn:
-                return store_jobs(conn, items)
+            with self.mapped_errors():
+                if self.dialect == "postgresql" and len(items) <= sql.PG_ROWS_PER_INSERT:
+                    # One statement, its own transaction: no BEGIN and COMMIT round trips.
+                    with self._autocommit.connect() as conn:
+                        return store_jobs(conn, items)
+                with self.engine.begin() as conn:  # several statements: all or none
+                    return store_jobs(conn, items)
         except DriverError as exc:
             raise DispatchError(f"could not dispatch: {exc}") from exc
 

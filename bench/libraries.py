@@ -4,6 +4,7 @@ a bulk API) and start its worker, each as its documentation recommends."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import sys
 import tempfile
@@ -166,16 +167,19 @@ class RQ:
 class Huey:
     name = "huey"
     setting = "huey_consumer -k thread -w 8, polling delay 1-50 ms"
+    tasks = "bench.tasks_huey"  # the module holding its `huey` instance and its `noop` task
 
     def __init__(self) -> None:
         import huey  # noqa: F401 - skip this library when it is not installed
+
+    def _tasks(self) -> Any:
+        return importlib.import_module(self.tasks)
 
     def clear(self) -> None:
         _flush_prefix("huey.")
 
     def enqueue_one_by_one(self, count: int, timed: bool = False) -> None:
-        from bench.tasks_huey import noop
-
+        noop = self._tasks().noop
         for _ in range(count):
             noop(time.time() if timed else 0.0)
             if timed:
@@ -185,9 +189,8 @@ class Huey:
         return False  # no batch API
 
     def worker_command(self) -> list[str]:
-        return [os.path.join(os.path.dirname(sys.executable), "huey_consumer"),
-                "bench.tasks_huey.huey", "-k", "thread", "-w", "8", "-d", "0.001", "-m", "0.05",
-                "-q"]  # fmt: skip
+        return [_script("huey_consumer"), f"{self.tasks}.huey", "-k", "thread", "-w", "8",
+                "-d", "0.001", "-m", "0.05", "-q"]  # fmt: skip
 
     def worker_env(self) -> dict[str, str]:
         return {}
@@ -440,43 +443,24 @@ def _create_database(url: str) -> None:
     admin.dispose()
 
 
-class HueySqlite:
+class HueySqlite(Huey):
     name = "huey-sqlite"
     setting = (
         "SqliteHuey on a fresh temp file (its defaults: WAL, one connection per process), "
         "huey_consumer -k thread -w 8, polling delay 1-50 ms (as huey on Redis)"
     )
+    tasks = "bench.tasks_huey_sqlite"
 
     def __init__(self) -> None:
-        import huey  # noqa: F401 - skip this library when it is not installed
-
+        super().__init__()
         # The tasks module opens the file named here, in this process and (via worker_env) in
         # the consumer's: set it before the first import.
         if "BENCH_HUEY_SQLITE_PATH" not in os.environ:
             os.environ["BENCH_HUEY_SQLITE_PATH"] = f"{tempfile.mkdtemp()}/huey.sqlite3"
-        from bench.tasks_huey_sqlite import PATH
-
-        self.path = PATH
+        self.path = str(self._tasks().PATH)
 
     def clear(self) -> None:
-        from bench.tasks_huey_sqlite import huey
-
-        huey.flush()  # deletes its task, schedule, kv and counter rows
-
-    def enqueue_one_by_one(self, count: int, timed: bool = False) -> None:
-        from bench.tasks_huey_sqlite import noop
-
-        for _ in range(count):
-            noop(time.time() if timed else 0.0)
-            if timed:
-                time.sleep(0.005)
-
-    def enqueue_bulk(self, count: int) -> bool:
-        return False  # no batch API
-
-    def worker_command(self) -> list[str]:
-        return [_script("huey_consumer"), "bench.tasks_huey_sqlite.huey", "-k", "thread",
-                "-w", "8", "-d", "0.001", "-m", "0.05", "-q"]  # fmt: skip
+        self._tasks().huey.flush()  # deletes its task, schedule, kv and counter rows
 
     def worker_env(self) -> dict[str, str]:
         return {"BENCH_HUEY_SQLITE_PATH": self.path}

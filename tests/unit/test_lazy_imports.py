@@ -50,3 +50,17 @@ def test_dispatch_to_a_database_does_not_load_redis(sqlite_url: str) -> None:
         "TypedUser(user_id=1))"
     )
     assert not {"redis", "hiredis"} & _loaded_after(code)
+
+
+def test_the_database_driver_works_without_the_postgres_extra(sqlite_url: str) -> None:
+    """psycopg is the optional `postgres` extra: a plain install (`rune demo`, SQLite) must not
+    need it. Blocked here as if it were not installed."""
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "import asyncio\n"
+        "from runequeue.drivers.database import DatabaseDriver\n"
+        f"driver = DatabaseDriver({sqlite_url!r})\n"
+        "print(asyncio.run(driver.reserve('default', 1, lease_s=30, default_tries=3)).jobs)\n"
+        "asyncio.run(driver.close())"
+    )
+    assert _output(code) == "[]"

@@ -16,15 +16,18 @@ recovery) it leaves to `DatabaseQueue`, whose transaction does it as before.
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 import sqlalchemy as sa
 
 from runequeue.drivers.base import Reserved
 from runequeue.errors import DriverError, DriverUnavailable
+
+if TYPE_CHECKING:  # imported when a HotPath is made: psycopg is the optional `postgres` extra
+    import psycopg
 from runequeue.schema import LEASED, READY
 
 # Epoch milliseconds from the statement's start: stable within the statement, so PostgreSQL can
@@ -92,6 +95,7 @@ class HotPath:
     """
 
     def __init__(self, engine: sa.Engine, errors: ErrorMapper, *, connect_timeout_s: int) -> None:
+        self._psycopg: Any = importlib.import_module("psycopg")
         args, kwargs = engine.dialect.create_connect_args(engine.url)
         self._connect_args = (args, {**kwargs, "connect_timeout": connect_timeout_s})
         self._errors = errors
@@ -151,24 +155,24 @@ class HotPath:
                 setattr(self, slot, conn)
             try:
                 yield conn
-            except psycopg.Error as exc:
+            except self._psycopg.Error as exc:
                 await self._drop(slot)
-                raise sa.exc.DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+                raise sa.exc.DBAPIError.instance(None, None, exc, self._psycopg.Error) from exc
             except BaseException:
                 await self._drop(slot)
                 raise
 
     async def _open(self) -> psycopg.AsyncConnection[Any]:
         args, kwargs = self._connect_args
-        connection: Awaitable[psycopg.AsyncConnection[Any]] = psycopg.AsyncConnection.connect(
+        connection: Awaitable[psycopg.AsyncConnection[Any]] = self._psycopg.AsyncConnection.connect(
             *args, **kwargs, autocommit=True
         )
         try:
             return await connection
-        except psycopg.Error as exc:
+        except self._psycopg.Error as exc:
             try:
                 with self._errors():  # its one-line message, with the password hidden
-                    raise sa.exc.DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+                    raise sa.exc.DBAPIError.instance(None, None, exc, self._psycopg.Error) from exc
             except DriverError as mapped:
                 raise CannotConnect(str(mapped)) from exc
             raise AssertionError("unreachable: every DBAPIError is mapped") from exc

@@ -571,9 +571,9 @@ class Procrastinate:
             f"autovacuum would (see _analyze)"
         ) + (f"; {why}" if why else "")
         _create_database(DSN)
+        app.open()  # the sync connector defer() uses, for this process's lifetime
         if not self._sql("SELECT to_regclass('procrastinate_jobs') IS NOT NULL"):
             app.schema_manager.apply_schema()  # as `procrastinate schema --apply`, once
-        app.open()  # the sync connector defer() uses, for this process's lifetime
         self._analyze()
 
     @staticmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -23,6 +24,17 @@ _LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 # Job states in the jobs table. RECOVERED: ready, but its last worker died running it, so it
 # goes only to a worker running nothing else (`Driver.reserve`).
 READY, LEASED, DEAD, RECOVERED = 0, 1, 2, 3
+
+PARTIAL_INDEX_DIALECTS = ("postgresql", "sqlite")
+# The state column, named before its table exists: the partial indexes' predicates use it.
+jobs_state = sa.column("state", sa.SmallInteger())
+
+
+def _one_state(state: int) -> dict[str, Any]:
+    """The options of an index that holds only the rows in ``state``, where partial indexes
+    exist (elsewhere it holds every row)."""
+    return {f"{dialect}_where": jobs_state == state for dialect in PARTIAL_INDEX_DIALECTS}
+
 
 # The database driver's queue. Times are epoch milliseconds, read from the database's clock
 # (PostgreSQL and MySQL) or this host's (SQLite: one host by definition).
@@ -46,12 +58,22 @@ jobs = sa.Table(
     sa.Column("failed_at", sa.BigInteger(), nullable=True),  # DEAD: waiting for failed_jobs
     sa.Column("error", _LongText, nullable=True),
     sa.Column("created_at", sa.BigInteger(), nullable=False),
-    # Reserve reads (queue, READY or RECOVERED, available_at <= now) in (available_at, id)
-    # order; recovery reads (LEASED, lease_expires_at < now).
-    sa.Index("jobs_ready", "queue", "state", "available_at", "id"),
-    sa.Index("jobs_leases", "state", "lease_expires_at"),
+    # Reserve reads (queue, READY, available_at <= now) in (available_at, id) order, and RECOVERED
+    # apart; recovery reads (LEASED, lease_expires_at < now); the failed outbox reads (queue,
+    # DEAD). Where the database has partial indexes (PostgreSQL, SQLite), each index holds the
+    # rows of one state, so a dispatch writes one of them and a reserve one: 27 % more bulk
+    # dispatches a second on PostgreSQL than with every row in both (docs/drivers.md). Every
+    # query names one state (`sql.in_state`): SQLite proves ``state = 0`` implies an index's
+    # predicate only when the two are the same term.
+    sa.Index("jobs_ready", "queue", "state", "available_at", "id", **_one_state(READY)),
+    sa.Index("jobs_leases", "state", "lease_expires_at", **_one_state(LEASED)),
     sqlite_autoincrement=True,
 )
+# MySQL has no partial index: its jobs_ready holds every state and serves these queries too.
+for _name, _state in (("jobs_recovered", RECOVERED), ("jobs_dead", DEAD)):
+    sa.Index(
+        _name, jobs.c.queue, jobs.c.state, jobs.c.available_at, jobs.c.id, **_one_state(_state)
+    ).ddl_if(dialect=PARTIAL_INDEX_DIALECTS)  # type: ignore[arg-type]
 
 failed_jobs = sa.Table(
     "failed_jobs",
@@ -165,6 +187,8 @@ def run_migrations(url: str) -> Migration:
                     table.name for table in metadata.sorted_tables if _rebuild_if_old(conn, table)
                 ]
                 metadata.create_all(conn, checkfirst=True)
+                if jobs.name in existing and _partial_indexes(conn) and jobs.name not in upgraded:
+                    upgraded.append(jobs.name)
         finally:
             engine.dispose()
     created = [table.name for table in metadata.sorted_tables if table.name not in existing]
@@ -197,6 +221,38 @@ def _rebuild_if_old(conn: sa.Connection, table: sa.Table) -> bool:
     conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({shared}) SELECT {shared} FROM "{old}"')
     conn.exec_driver_sql(f'DROP TABLE "{old}"')
     return True
+
+
+def _partial_indexes(conn: sa.Connection) -> bool:
+    """Give an existing ``jobs`` table the partial indexes of `jobs` (PostgreSQL, SQLite);
+    True if it had full ones (as made before partial indexes) or lacked one.
+
+    An index is dropped and made again in the caller's transaction: writes to ``jobs`` wait for
+    the build, a moment for a queue of thousands of jobs.
+    """
+    dialect = conn.dialect.name
+    if dialect not in PARTIAL_INDEX_DIALECTS:
+        return False
+    if dialect == "postgresql":
+        found = conn.execute(sa.text(
+            "SELECT indexname, indexdef FROM pg_indexes "
+            "WHERE tablename = :table AND schemaname = current_schema()"
+        ), {"table": jobs.name}).all()  # fmt: skip
+    else:
+        found = conn.execute(sa.text(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = :table"
+        ), {"table": jobs.name}).all()  # fmt: skip
+    definitions = {name: str(ddl or "") for name, ddl in found}
+    changed = False
+    for index in sorted(jobs.indexes, key=lambda index: str(index.name)):
+        ddl = definitions.get(str(index.name))
+        if ddl is not None and " WHERE " in ddl.upper():
+            continue
+        if ddl is not None:
+            index.drop(conn)
+        index.create(conn)
+        changed = True
+    return changed
 
 
 def check_tables(url: str, names: list[str]) -> None:

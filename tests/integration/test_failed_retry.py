@@ -291,7 +291,7 @@ def test_migrate_upgrades_old_sqlite_tables_keeping_rows_and_ids(tmp_path: Path)
     finally:
         engine.dispose()
     assert indexes == {
-        "jobs": {"jobs_ready", "jobs_leases"},
+        "jobs": {"jobs_ready", "jobs_leases", "jobs_dead", "jobs_recovered"},
         "failed_jobs": {"ix_failed_jobs_failed_at"},
     }
     assert not any(name.startswith("_runequeue_old") for name in names)

@@ -299,7 +299,7 @@ _keeper_check: type[LeaseKeeper] = DatabaseQueue
 
 
 def open_producer(config: QueueConfig) -> Producer:
-    return DatabaseQueue(config.database_url)
+    return DatabaseQueue(config.database_url, held_dispatch=True)
 
 
 def open_driver(config: QueueConfig) -> Driver:

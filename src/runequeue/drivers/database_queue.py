@@ -25,6 +25,7 @@ from runequeue.drivers.base import (
     QueueCounts,
     Reserved,
 )
+from runequeue.drivers.postgres_line import Fallback, InsertLine
 from runequeue.drivers.sql_batches import DatabaseBatches, move_batch
 from runequeue.errors import (
     DatabaseAccessDenied,
@@ -84,13 +85,21 @@ def _notify(conn: sa.Connection) -> None:
 class DatabaseQueue:
     """Blocking access to the ``jobs`` table: dispatch, lease renewal, and the worker's verbs."""
 
-    def __init__(self, url: str, *, max_payload_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self, url: str, *, max_payload_bytes: int = DEFAULT_MAX_BYTES, held_dispatch: bool = False
+    ) -> None:
+        """``held_dispatch``: a producer's, whose dispatches on PostgreSQL (psycopg 3) run on a
+        connection held for them (`runequeue.drivers.postgres_line`). A worker's has none: its
+        connections of its own are the hot path's, and one more could take the last a role's
+        connection limit leaves to its pool."""
         self.url = url
         self.max_payload_bytes = max_payload_bytes
         with self.mapped_errors():
             self.engine = create_engine(url, create=False)  # `rune migrate` creates it
         self.dialect = self.engine.dialect.name
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._line_wanted = held_dispatch and notified(url)
+        self._line: InsertLine | None = None
         self._recovered_at: dict[str, float] = {}
         self._recovered_waiting: dict[str, bool] = {}
         # Held while a recovery or a reserve of recovered jobs decides `_recovered_waiting`, so
@@ -113,6 +122,10 @@ class DatabaseQueue:
             raise DriverError(str(exc)) from exc
 
     def push(self, items: Sequence[Outgoing]) -> int:
+        line = self._insert_line()
+        if line is not None:
+            with contextlib.suppress(Fallback):  # then through the pool, which says what failed
+                return line.run(list(sql.job_documents(items)))
         try:
             with self.mapped_errors():
                 if self.dialect == "postgresql" and len(items) <= sql.PG_ROWS_PER_INSERT:
@@ -381,7 +394,16 @@ class DatabaseQueue:
         with self.mapped_errors(), self.engine.begin() as conn:
             return int(conn.execute(sql.clear(queue)).rowcount)
 
+    def _insert_line(self) -> InsertLine | None:
+        """PostgreSQL through psycopg 3: dispatches run on a connection held for them
+        (`runequeue.drivers.postgres_line`), made at the first dispatch."""
+        if self._line is None and self._line_wanted:
+            self._line = InsertLine(self.engine, sql.insert_jobs_from_json())
+        return self._line
+
     def close(self) -> None:
+        if self._line is not None:
+            self._line.close()
         self.engine.dispose()
 
 

@@ -61,6 +61,18 @@ def statement_now_ms(dialect: str) -> sa.ColumnElement[int]:
     return now_ms(dialect)
 
 
+def in_state(state: int) -> sa.ColumnElement[bool]:
+    """Rows in ``state``, written into the SQL as a number, not bound: a partial index
+    (`runequeue.schema.jobs`) serves a query only where the planner sees the state itself, and
+    SQLite's, or PostgreSQL's plan for a prepared statement, sees no parameter's value. One state
+    a term: SQLite proves a query fits a partial index only from the index's own term."""
+    return jobs.c.state == sa.literal_column(str(int(state)), sa.SmallInteger())
+
+
+def in_any_state(*states: int) -> sa.ColumnElement[bool]:
+    return sa.or_(*(in_state(state) for state in states))
+
+
 NOTIFY_CHANNEL = "runequeue_jobs"  # what idle PostgreSQL workers LISTEN on
 
 # Rows per INSERT on PostgreSQL: they travel as one JSON document, so this bounds its size
@@ -104,7 +116,7 @@ def job_rows(items: Sequence[Outgoing]) -> list[dict[str, Any]]:
 
 
 @functools.cache
-def insert_jobs_from_json() -> sa.Executable:
+def insert_jobs_from_json() -> sa.Select[Any]:
     """PostgreSQL's INSERT for one document of `job_documents`: the server unpacks the rows
     (``json_to_recordset``) and inserts them in dispatch order, skipping a job id already stored,
     and returns the ids it stored. Built once: compiling it costs more than a single dispatch.
@@ -179,7 +191,7 @@ def select_ready(dialect: str, queue: str, count: int, state: int = READY) -> sa
             sa.cast(jobs.c.payload_bytes, sa.Integer).label("size"),
             sa.cast(jobs.c.attempts, sa.Integer).label("attempts"),
         )
-        .where(jobs.c.queue == queue, jobs.c.state == state, jobs.c.available_at <= now_ms(dialect))
+        .where(jobs.c.queue == queue, in_state(state), jobs.c.available_at <= now_ms(dialect))
         .order_by(jobs.c.available_at, jobs.c.id)
         .limit(count)
         .with_for_update(skip_locked=True)
@@ -269,7 +281,7 @@ def lease(dialect: str, ids: Sequence[int], token: str, lease_ms: int) -> sa.Exe
 def next_due(dialect: str, queue: str) -> sa.Select[Any]:
     """Milliseconds until the earliest waiting job of ``queue`` is due (NULL: none waits)."""
     earliest = sa.func.min(jobs.c.available_at) - now_ms(dialect)
-    return sa.select(earliest).where(jobs.c.queue == queue, jobs.c.state == READY)
+    return sa.select(earliest).where(jobs.c.queue == queue, in_state(READY))
 
 
 def expire_leases(
@@ -280,7 +292,7 @@ def expire_leases(
     Run in that order: the second statement's row count is the number of jobs made runnable.
     """
     now = now_ms(dialect)
-    expired = sa.and_(jobs.c.queue == queue, jobs.c.state == LEASED, jobs.c.lease_expires_at < now)
+    expired = sa.and_(jobs.c.queue == queue, in_state(LEASED), jobs.c.lease_expires_at < now)
     exhausted = jobs.c.attempts >= sa.func.coalesce(jobs.c.max_tries, default_tries)
     return (
         sa.update(jobs)
@@ -296,12 +308,12 @@ def expire_leases(
 
 def recovered_waiting(queue: str) -> sa.Select[Any]:
     """A row if jobs recovered from a dead worker wait on ``queue``."""
-    return sa.select(jobs.c.id).where(jobs.c.queue == queue, jobs.c.state == RECOVERED).limit(1)
+    return sa.select(jobs.c.id).where(jobs.c.queue == queue, in_state(RECOVERED)).limit(1)
 
 
 def held(job_id: str, token: str) -> sa.ColumnElement[bool]:
     """The lease ``token`` still holds job ``job_id``."""
-    return sa.and_(jobs.c.uuid == job_id, jobs.c.lease_token == token, jobs.c.state == LEASED)
+    return sa.and_(jobs.c.uuid == job_id, jobs.c.lease_token == token, in_state(LEASED))
 
 
 def extend(dialect: str, job_id: str, token: str, lease_ms: int) -> sa.Executable:
@@ -366,7 +378,7 @@ def buried(dialect: str, queue: str, limit: int) -> sa.Select[Any]:
             stored_bytes(dialect, jobs.c.payload).label("payload"),
             stored_bytes(dialect, jobs.c.error).label("error"),
         )
-        .where(jobs.c.queue == queue, jobs.c.state == DEAD)
+        .where(jobs.c.queue == queue, in_state(DEAD))
         .order_by(jobs.c.failed_at, jobs.c.id)
         .limit(limit)
     )
@@ -379,7 +391,7 @@ def claim_failed_hook(queue: str, job_id: str) -> sa.Executable:
         .where(
             jobs.c.uuid == job_id,
             jobs.c.queue == queue,
-            jobs.c.state == DEAD,
+            in_state(DEAD),
             jobs.c.lease_token.is_(None),
         )
         .values(lease_token=HOOK_CLAIMED)
@@ -387,35 +399,40 @@ def claim_failed_hook(queue: str, job_id: str) -> sa.Executable:
 
 
 def purge(job_id: str) -> sa.Executable:
-    return sa.delete(jobs).where(jobs.c.uuid == job_id, jobs.c.state == DEAD)
+    return sa.delete(jobs).where(jobs.c.uuid == job_id, in_state(DEAD))
 
 
 def size(queue: str) -> sa.Select[Any]:
-    live = jobs.c.state.in_([READY, LEASED, RECOVERED])
-    return sa.select(sa.func.count()).select_from(jobs).where(jobs.c.queue == queue, live)
+    """The jobs of ``queue`` not yet done, counted a state at a time, each from the partial
+    index that holds it."""
+
+    def count(state: int) -> sa.ScalarSelect[int]:
+        where = (jobs.c.queue == queue, in_state(state))
+        return sa.select(sa.func.count()).select_from(jobs).where(*where).scalar_subquery()
+
+    return sa.select(count(READY) + count(RECOVERED) + count(LEASED))
 
 
 def counts(dialect: str, queue: str) -> sa.Executable:
-    """One row: a queue's (ready, delayed, reserved) jobs. Each is a count over a range of the
-    ``jobs_ready`` index, against a time read once (not per row: ``clock_timestamp()`` is
-    volatile), so a queue of a million jobs is counted from the index alone."""
+    """One row: a queue's (ready, delayed, reserved) jobs. Each is a count over a range of an
+    index (a state at a time), against a time read once (not per row: ``clock_timestamp()`` is
+    volatile), so a queue of a million jobs is counted from its indexes alone."""
     now = statement_now_ms(dialect)
-    waiting = sa.and_(jobs.c.queue == queue, jobs.c.state.in_([READY, RECOVERED]))
 
-    def count(*where: sa.ColumnElement[bool]) -> sa.ScalarSelect[int]:
+    def count(state: int, *where: sa.ColumnElement[bool]) -> sa.ScalarSelect[int]:
+        where = (jobs.c.queue == queue, in_state(state), *where)
         return sa.select(sa.func.count()).select_from(jobs).where(*where).scalar_subquery()
 
+    def waiting(*where: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+        return count(READY, *where) + count(RECOVERED, *where)
+
     return sa.select(
-        count(waiting, jobs.c.available_at <= now),
-        count(waiting, jobs.c.available_at > now),
-        count(jobs.c.queue == queue, jobs.c.state == LEASED),
+        waiting(jobs.c.available_at <= now), waiting(jobs.c.available_at > now), count(LEASED)
     )
 
 
 def clear(queue: str) -> sa.Executable:
-    return sa.delete(jobs).where(
-        jobs.c.queue == queue, jobs.c.state.in_([READY, LEASED, RECOVERED])
-    )
+    return sa.delete(jobs).where(jobs.c.queue == queue, in_any_state(READY, LEASED, RECOVERED))
 
 
 # Unique jobs' locks (`schema.job_locks`).

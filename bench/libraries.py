@@ -55,6 +55,7 @@ class RuneQueue:
     ) -> None:
         from runequeue import QueueConfig
         from runequeue.schema import migrate
+        from runequeue.worker_options import DEFAULT_CONCURRENCY
 
         self._failed_db = f"sqlite:///{tempfile.mkdtemp()}/failed.sqlite3"
         self.database_url = database_url or self._failed_db
@@ -71,11 +72,12 @@ class RuneQueue:
             self.name += "+metrics"
         if not publish:
             self.name += "-no-metrics"
-        self.concurrency = concurrency  # None: the worker's default (10)
+        self.concurrency = concurrency  # None: the worker's default
         if concurrency is None:
             self.name += "-default-concurrency"
         self.setting = (
-            f"1 process, --concurrency {concurrency or '10 (the default)'}, uvloop (the [uvloop] "
+            f"1 process, --concurrency {concurrency or f'{DEFAULT_CONCURRENCY} (the default)'}, "
+            "uvloop (the [uvloop] "
             "extra, picked by --loop auto); its line per job on (written, like every library's "
             "output, to /dev/null)"
         )

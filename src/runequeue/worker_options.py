@@ -8,6 +8,13 @@ import functools
 from runequeue.job import Backoff
 from runequeue.runner import JobDefaults
 
+# Jobs a worker runs at once unless told. 50, not 10: a reserve takes at most as many jobs as
+# there are free slots, so at 10 a PostgreSQL worker spent its time waiting on round trips (about
+# 6,000 no-op jobs/s against 11,000 at 50; docs/benchmarks.md). Async jobs cost a task each;
+# plain `def handle` jobs get as many threads, so a worker whose plain jobs each hold a database
+# connection wants --concurrency at most its pool's size.
+DEFAULT_CONCURRENCY = 50
+
 
 @dataclasses.dataclass(frozen=True)
 class WorkerOptions:
@@ -42,7 +49,7 @@ class WorkerOptions:
     """
 
     queues: tuple[str, ...] = ("default",)
-    concurrency: int = 10
+    concurrency: int = DEFAULT_CONCURRENCY
     tries: int = 3
     timeout_s: float | None = 60.0
     backoff: Backoff = 0

@@ -18,6 +18,7 @@ from runequeue.logs import setup_worker_logging
 from runequeue.queue import Queue
 from runequeue.supervisor import SLOT_VARIABLE, Supervisor
 from runequeue.worker import WorkerOptions, run_worker
+from runequeue.worker_options import DEFAULT_CONCURRENCY
 
 
 def _backoff(ctx: click.Context, param: click.Parameter, text: str) -> Backoff:
@@ -42,7 +43,7 @@ _not_negative = click.FloatRange(min=0)
     "--queue", "queues", metavar="A,B", help="Queues in priority order [default: QUEUE_NAME]."
 )
 @click.option(
-    "--concurrency", type=click.IntRange(min=1), default=10, show_default=True,
+    "--concurrency", type=click.IntRange(min=1), default=DEFAULT_CONCURRENCY, show_default=True,
     help="Jobs run at once.",
 )  # fmt: skip
 @click.option(

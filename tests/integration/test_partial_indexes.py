@@ -5,9 +5,11 @@ the SQL, where a bound parameter would hide them from the planner)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from runequeue.db_engine import create_engine
 from runequeue.drivers import sql
@@ -62,10 +64,10 @@ def test_reserve_recovery_and_the_outbox_are_planned_on_the_partial_indexes(
     kind: str, database_url_for: Callable[[str], str]
 ) -> None:
     engine = create_engine(database_url_for(kind))
-    queries = {
+    queries: dict[str, sa.ClauseElement] = {
         "jobs_ready": sql.select_ready(kind, "q", 10),
         "jobs_recovered": sql.select_ready(kind, "q", 1, RECOVERED),
-        "jobs_leases": sql.expire_leases(kind, "q", 3)[1],
+        "jobs_leases": cast(sa.ClauseElement, sql.expire_leases(kind, "q", 3)[1]),
         "jobs_dead": sql.buried(kind, "q", 10),
     }
     try:
@@ -73,7 +75,7 @@ def test_reserve_recovery_and_the_outbox_are_planned_on_the_partial_indexes(
             if kind == "postgresql":
                 conn.execute(sa.text("SET enable_seqscan = off"))  # an empty table: no shortcut
             for index, query in queries.items():
-                compiled = query.compile(dialect=engine.dialect)
+                compiled = cast(SQLCompiler, query.compile(dialect=engine.dialect))
                 explain = "EXPLAIN " if kind == "postgresql" else "EXPLAIN QUERY PLAN "
                 params = compiled.params
                 if compiled.positional:  # SQLite's "?" take a tuple

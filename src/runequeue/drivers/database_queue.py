@@ -25,7 +25,8 @@ from runequeue.drivers.base import (
     QueueCounts,
     Reserved,
 )
-from runequeue.drivers.postgres_line import Fallback, InsertLine
+from runequeue.drivers.held import Fallback
+from runequeue.drivers.postgres_line import InsertLine
 from runequeue.drivers.sql_batches import DatabaseBatches, move_batch
 from runequeue.errors import (
     DatabaseAccessDenied,

@@ -30,9 +30,10 @@ from runequeue.drivers.base import (
     QueueCounts,
     Reserved,
 )
+from runequeue.drivers.held import Fallback
 from runequeue.drivers.redis_async_line import AsyncScriptLine
 from runequeue.drivers.redis_control import RedisControl
-from runequeue.drivers.redis_direct import Call, Fallback
+from runequeue.drivers.redis_direct import Call
 from runequeue.drivers.redis_errors import mapped_errors, redacted
 from runequeue.drivers.redis_keys import (
     PUSH_CHUNK,

@@ -27,7 +27,7 @@ import hiredis
 import redis
 import redis.asyncio as aioredis
 
-from runequeue.drivers.redis_direct import PAUSE_AFTER_FAILURE_S, Fallback
+from runequeue.drivers.held import PAUSE_AFTER_FAILURE_S, Fallback
 
 # hiredis's stub types the command as a one-item tuple; it takes any number of items.
 _pack = cast(Callable[[tuple[Any, ...]], bytes], hiredis.pack_command)

@@ -12,8 +12,9 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from runequeue.drivers.base import BatchStore, LeaseKeeper, Outgoing, Producer, Reserved
+from runequeue.drivers.held import Fallback
 from runequeue.drivers.redis_batches import RedisBatches
-from runequeue.drivers.redis_direct import Call, Fallback, ScriptLine
+from runequeue.drivers.redis_direct import Call, ScriptLine
 from runequeue.drivers.redis_errors import mapped_errors
 from runequeue.drivers.redis_keys import (
     KeyCache,

@@ -7,6 +7,7 @@ A missing server skips its tests locally and fails them when CI=true.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 from runequeue import Queue, QueueConfig
 from runequeue.db_engine import create_engine
 from runequeue.schema import metadata, migrate
+from tests.support.servers import OwnRedisCluster
 
 REDIS_URL = os.environ.get("RUNEQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SERVER_URLS = {
@@ -29,7 +31,7 @@ SERVER_URLS = {
 ADMIN_DATABASES = {"postgresql": "test", "mysql": "test"}
 
 
-def _missing(message: str) -> None:
+def missing(message: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
@@ -40,7 +42,7 @@ def redis_url() -> str:
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
-        _missing(f"Redis is not reachable at {REDIS_URL}: {exc}")
+        missing(f"Redis is not reachable at {REDIS_URL}: {exc}")
     return REDIS_URL
 
 
@@ -67,6 +69,32 @@ def config(redis_url: str, sqlite_url: str) -> Iterator[QueueConfig]:
     client.close()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedisCluster]:
+    """A Redis Cluster of the session's own: 3 masters and 3 replicas on free loopback ports."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        missing("redis-server and redis-cli are needed to start a Redis Cluster")
+    cluster = OwnRedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster_config(redis_cluster: OwnRedisCluster, sqlite_url: str) -> Iterator[QueueConfig]:
+    """`config` on the session's Redis Cluster."""
+    prefix = f"rqtest-{uuid.uuid4().hex[:12]}"
+    yield QueueConfig(
+        driver="redis", redis_url=redis_cluster.url, redis_prefix=prefix, database_url=sqlite_url
+    )
+    client = redis.RedisCluster.from_url(redis_cluster.url.replace("redis+cluster", "redis"))
+    for key in list(client.scan_iter(match=f"{prefix}:*", count=1000)):
+        client.delete(key)
+    client.close()
+
+
 @pytest.fixture(autouse=True)
 def _close_dispatch_connections() -> Iterator[None]:
     yield
@@ -85,7 +113,7 @@ def _server_database(kind: str) -> Iterator[str]:
             conn.execute(sa.text(f"CREATE DATABASE {name}"))
     except sa.exc.OperationalError as exc:
         admin.dispose()
-        _missing(f"{kind} is not reachable at {server}: {exc.orig}")
+        missing(f"{kind} is not reachable at {server}: {exc.orig}")
     try:
         yield f"{server}/{name}"
     finally:
@@ -135,8 +163,9 @@ def backend_for(
     """Returns a queue configuration for a driver kind: redis, memory or database-<sqlite|...>."""
 
     def make(kind: str) -> QueueConfig:
-        if kind == "redis":
-            config: QueueConfig = request.getfixturevalue("config")
+        if kind in ("redis", "redis-cluster"):
+            name = "config" if kind == "redis" else "cluster_config"
+            config: QueueConfig = request.getfixturevalue(name)
             return config
         if kind == "memory":  # its failed jobs go to a migrated SQLite database
             return QueueConfig(driver="memory", database_url=database_url_for("sqlite"))

@@ -32,7 +32,8 @@ class QueueConfig:
         driver: ``sync`` runs jobs inside dispatch; ``redis`` and ``database`` store them for
             workers; ``memory`` keeps them in this process, for a worker in the same process
             (tests).
-        redis_url: the Redis server for the ``redis`` driver (``rediss://`` for TLS).
+        redis_url: the Redis server for the ``redis`` driver (``rediss://`` for TLS;
+            ``redis+cluster://`` and ``redis+sentinel://``: `runequeue.drivers.redis_connect`).
         queue_name: the queue a job goes to when neither the dispatch nor the job class names one.
         database_url: SQLAlchemy URL of the database (failed jobs; the ``database`` driver).
         retry_after_s: lease length; a reserved job whose worker stopped renewing it is handed out
@@ -144,16 +145,11 @@ def _signing_keys(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(keys)
 
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
-
-
 def _check_redis_url(url: str) -> None:
-    scheme = url.partition("://")[0].lower() if "://" in url else ""
-    if scheme not in REDIS_SCHEMES:
-        raise ConfigError(
-            f"invalid REDIS_URL {hide_password(url)!r}: it must start with redis://, rediss:// "
-            "(TLS) or unix://, e.g. redis://127.0.0.1:6379/0"
-        )
+    # Imported here: the config is read by every driver, redis-py only by Redis's.
+    from runequeue.drivers.redis_connect import parse
+
+    parse(url)
 
 
 def settings_source(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from runequeue import job
 from runequeue.config import QueueConfig
@@ -35,6 +36,16 @@ async def require_tables(config: QueueConfig) -> None:
     if backend_of(config).jobs_table:
         tables += ["jobs", "job_locks", "job_batches", "job_limits", "job_control"]
     await asyncio.to_thread(check_tables, config.database_url, tables)
+
+
+def require_queue_names(config: QueueConfig, queues: Sequence[str]) -> None:
+    """Refuse queue names the backend cannot hold (on Redis: a brace, which would break the
+    hash tag that keeps a queue's keys in one Cluster slot)."""
+    if config.driver == "redis":
+        from runequeue.drivers.redis_keys import check_queue_name  # redis-py only for Redis
+
+        for queue in queues:
+            check_queue_name(queue)
 
 
 async def check_backend(driver: Driver, *, strict: bool) -> None:

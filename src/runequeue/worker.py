@@ -471,6 +471,7 @@ async def run_worker(config: QueueConfig, options: WorkerOptions) -> int:
         MissingTable: a table it needs does not exist (run ``rune migrate``).
     """
     startup.require_job_classes()
+    startup.require_queue_names(config, options.queues)
     await startup.require_tables(config)
     if options.lease_s is None:
         options = dataclasses.replace(options, lease_s=config.retry_after_s)

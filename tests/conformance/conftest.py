@@ -18,17 +18,25 @@ from runequeue.drivers.memory import default_store
 from runequeue.drivers.registry import BACKENDS
 
 DATABASES = ["sqlite", "postgresql", "mysql"]
+# The database driver on each of its databases; Redis on one server and on a Redis Cluster of
+# the session's own (3 masters, 3 replicas).
 DRIVERS = [
     kind
     for name in BACKENDS
-    for kind in ([f"database-{db}" for db in DATABASES] if name == "database" else [name])
+    for kind in (
+        [f"database-{db}" for db in DATABASES]
+        if name == "database"
+        else ["redis", "redis-cluster"]
+        if name == "redis"
+        else [name]
+    )
 ]
 
 
 @pytest.fixture(params=DRIVERS)
 def backend(request: pytest.FixtureRequest) -> Iterator[QueueConfig]:
-    """Redis under a key prefix of its own, the database driver on a migrated database, or the
-    memory driver, emptied before each test."""
+    """Redis (one server, or a Cluster) under a key prefix of its own, the database driver on a
+    migrated database, or the memory driver, emptied before each test."""
     config: QueueConfig = request.getfixturevalue("backend_for")(request.param)
     default_store().reset()
     yield dataclasses.replace(config, retry_after_s=30)

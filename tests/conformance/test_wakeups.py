@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Iterator
@@ -194,3 +195,21 @@ def test_a_delayed_job_dispatched_to_an_idle_worker_runs_when_due(
 
     (ran,) = events_of(ledger, "done")
     assert ran.at - dispatched < 0.5 + PROMPTLY_S
+
+
+def test_a_worker_of_several_queues_is_woken_by_a_push_to_each_of_them(
+    backend: QueueConfig, tmp_path: Path
+) -> None:
+    # On a Redis Cluster these queues hash to slots on different masters, and no command may
+    # name two slots: the worker waits on each queue's node at once.
+    queues = ("q0", "q4", "high")
+    sleep_s = 1.0 if polled(backend) else IDLE_SLEEP_S
+    with idle_worker(backend, queues=queues, sleep_s=sleep_s):
+        for queue in reversed(queues):
+            ledger = tmp_path / f"ledger-{queue}"
+            time.sleep(0.3)  # into its idle wait
+            pushed_at = time.time()
+            Queue.dispatch(backend, Record(ledger=str(ledger)), queue=queue)
+            wait_until(functools.partial(done, ledger), IDLE_SLEEP_S * 2, f"the job on {queue}")
+            (ran,) = events_of(ledger, "done")
+            assert ran.at - pushed_at < PROMPTLY_S, queue

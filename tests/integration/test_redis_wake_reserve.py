@@ -181,7 +181,7 @@ def test_a_wake_up_cancelled_after_its_reserve_ran_hands_back_what_it_leased(
         gate = ReplyGate(config.redis_url)
         driver = RedisDriver(await gate.start(), prefix=config.redis_prefix)
         try:
-            blocking = driver._blocking_client(WAIT_S)
+            blocking = await driver._blocking_client(WAIT_S, config.queue_name)
             await blocking.initialize()  # its greeting replies go through before the gate is armed
             connection = blocking.connection
             assert connection is not None
@@ -214,7 +214,7 @@ def test_a_wake_up_cancelled_while_blpop_blocks_reserves_nothing(config: QueueCo
         driver = RedisDriver(config.redis_url, prefix=config.redis_prefix)
         watcher = redis.asyncio.Redis.from_url(config.redis_url, decode_responses=True)
         try:
-            blocking = driver._blocking_client(WAIT_S)
+            blocking = await driver._blocking_client(WAIT_S, config.queue_name)
             client_id = await blocking.client_id()
             wake = wake_up(driver, config)
             await until(lambda: blocked_in_blpop(watcher, client_id))
@@ -223,7 +223,7 @@ def test_a_wake_up_cancelled_while_blpop_blocks_reserves_nothing(config: QueueCo
             cancelled = wake.cancelled()
             # The connection is dropped, and the BLPOP with it: a push now wakes nobody there.
             await until(lambda: gone(watcher, client_id))
-            dropped = driver._blocking is None
+            dropped = not driver._blocking
             job_id = Queue.dispatch(config, Record(ledger="-"))
             assert stored(config) == ([job_id], [], {})
             # The driver blocks again on a new connection, and that wake-up takes the job.

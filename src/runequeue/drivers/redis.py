@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
 from redis.backoff import ExponentialWithJitterBackoff
 
 from runequeue.config import QueueConfig
@@ -32,9 +33,22 @@ from runequeue.drivers.base import (
 )
 from runequeue.drivers.held import Fallback
 from runequeue.drivers.redis_async_line import AsyncScriptLine
+from runequeue.drivers.redis_connect import (
+    AsyncClient,
+    RedisTarget,
+    aclose,
+    async_client,
+    async_single_connection,
+    parse,
+)
 from runequeue.drivers.redis_control import RedisControl
 from runequeue.drivers.redis_direct import Call
-from runequeue.drivers.redis_errors import mapped_errors, redacted
+from runequeue.drivers.redis_errors import (
+    cluster_node_advice,
+    mapped_errors,
+    not_a_cluster,
+    redacted,
+)
 from runequeue.drivers.redis_keys import (
     PUSH_CHUNK,
     KeyCache,
@@ -44,6 +58,7 @@ from runequeue.drivers.redis_keys import (
     ack_keys,
     ack_then_keys,
     as_text,
+    atomic_groups,
     batch_keys,
     bury_keys,
     claim_hook_keys,
@@ -64,7 +79,7 @@ from runequeue.drivers.redis_keys import (
 )
 from runequeue.drivers.redis_limits import RedisLimits
 from runequeue.drivers.redis_producer import RedisLeaseKeeper, RedisProducer
-from runequeue.errors import DispatchError, DriverError, DriverUnavailable
+from runequeue.errors import ConfigError, DispatchError, DriverError, DriverUnavailable
 from runequeue.failure_reasons import HOOK_CLAIMED
 from runequeue.payload import DEFAULT_MAX_BYTES
 
@@ -104,20 +119,27 @@ class RedisDriver:
         self.prefix = prefix
         self.timeout_s = timeout_s
         self.max_payload_bytes = max_payload_bytes
-        self.keys = KeyCache(prefix)
+        self.target: RedisTarget = parse(url)
+        self.keys = KeyCache(prefix, cluster=self.target.cluster)
         # The worker retries broker errors itself, with back-off and forever; one quick retry
         # here only smooths over a connection the server closed while idle.
-        self.client = aioredis.Redis.from_url(
-            url,
+        self.client: AsyncClient = async_client(
+            self.target,
             socket_connect_timeout=timeout_s,
             socket_timeout=timeout_s,
             retry=aioredis.retry.Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), 1),
         )
         # BLPOP gets a connection of its own: a blocked call must not hold up acks and reserves.
-        self._blocking: aioredis.Redis | None = None
+        # On a Cluster, one per queue, to the master of its slot (keyed by queue; else by None).
+        self._blocking: dict[str | None, aioredis.Redis] = {}
         self._push = self.client.register_script(lua_source("push"))
         # A single dispatch's EVALSHA: concurrent ones from this event loop share round trips.
-        self._push_line = AsyncScriptLine(self.client, lua_source("push"))
+        # On a Cluster each queue's calls go to its own node: redis-py's client routes them.
+        self._push_line = (
+            AsyncScriptLine(self.client, lua_source("push"))
+            if isinstance(self.client, aioredis.Redis)
+            else None
+        )
         self._reserve = self.client.register_script(lua_source("reserve"))
         self._ack = self.client.register_script(lua_source("ack"))
         self._ack_then = self.client.register_script(with_helpers("ack_then"))
@@ -144,7 +166,8 @@ class RedisDriver:
         if self._demoted:
             self._demoted = False
             await self._drop_blocking()
-            await self.client.connection_pool.disconnect()
+            if isinstance(self.client, aioredis.Redis):  # a Cluster client follows by itself
+                await self.client.connection_pool.disconnect()
 
     async def push(self, items: Sequence[Outgoing]) -> int:
         """One round trip: a single EVALSHA, or, past `PUSH_CHUNK` jobs or one queue, the chunked
@@ -167,14 +190,17 @@ class RedisDriver:
         sha = self._push.sha
         if len(calls) == 1:
             keys, args = calls[0]
-            try:
-                return int(await self._push_line.call(keys, args))
-            except Fallback:  # the client repeats it, with its retries (see `AsyncScriptLine`)
-                return int(await self.client.evalsha(sha, len(keys), *keys, *args))
-        async with self.client.pipeline(transaction=True) as pipe:
-            for keys, args in calls:
-                pipe.evalsha(sha, len(keys), *keys, *args)
-            return total(await pipe.execute())
+            if self._push_line is not None:
+                with contextlib.suppress(Fallback):  # then the client repeats it, with retries
+                    return int(await self._push_line.call(keys, args))
+            return int(await self.client.evalsha(sha, len(keys), *keys, *args))
+        stored = 0
+        for group in atomic_groups(calls, cluster=self.target.cluster):
+            async with self.client.pipeline(transaction=True) as pipe:
+                for keys, args in group:
+                    pipe.evalsha(sha, len(keys), *keys, *args)
+                stored += total(await pipe.execute())
+        return stored
 
     def _reserve_call(
         self, queue: str, count: int, lease_s: float, default_tries: int, alone: bool
@@ -196,24 +222,50 @@ class RedisDriver:
     async def recover(self, queue: str, *, default_tries: int) -> None:
         await self.reserve(queue, 0, lease_s=1, default_tries=default_tries)
 
-    def _blocking_client(self, timeout_s: float) -> aioredis.Redis:
-        if self._blocking is None:
-            self._blocking = aioredis.Redis.from_url(
-                self.url,
+    def _blocking_slot(self, queue: str | None) -> str | None:
+        return queue if self.target.cluster else None
+
+    async def _blocking_client(self, timeout_s: float, queue: str) -> aioredis.Redis:
+        slot = self._blocking_slot(queue)
+        client = self._blocking.get(slot)
+        if client is None:
+            node = None
+            if isinstance(self.client, aiocluster.RedisCluster):
+                with self._errors():
+                    await self.client.initialize()
+                    master = self.client.get_node_from_key(self.keys(queue).notify)
+                if master is None:
+                    raise DriverUnavailable(f"no master holds queue {queue!r}'s slot now")
+                node = (str(master.host), int(master.port))
+            client = self._blocking[slot] = async_single_connection(
+                self.target,
+                node,
                 socket_connect_timeout=self.timeout_s,
                 # A blocking call that never settles (a half-open socket) is torn down.
                 socket_timeout=timeout_s + self.timeout_s,
-                single_connection_client=True,
             )
-        return self._blocking
+        return client
 
     async def wait(self, queues: Sequence[str], timeout_s: float) -> None:
-        client = self._blocking_client(timeout_s)
+        if self.target.cluster and len(queues) > 1:
+            # BLPOP takes keys of one slot only: one BLPOP per queue, the first to wake wins.
+            waits = [asyncio.ensure_future(self.wait([queue], timeout_s)) for queue in queues]
+            try:
+                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+                await asyncio.gather(*waits, return_exceptions=True)
+            for finished in done:
+                finished.result()  # a broker error, raised as the single-queue wait raises it
+            return
+        client = await self._blocking_client(timeout_s, queues[0])
         try:
             with self._errors():
                 await client.blpop([self.keys(q).notify for q in queues], timeout=_block(timeout_s))
-        except DriverUnavailable:
-            await self._drop_blocking()
+        except BaseException:
+            # Unavailable, or cancelled mid-wait (its reply unread): never reuse it.
+            await self._drop_blocking(queues[0])
             raise
 
     async def wait_and_reserve(
@@ -234,7 +286,7 @@ class RedisDriver:
         the end and its batch returned, so the caller can put back the jobs it leased (the
         worker's `_put_back_orphans`) instead of leaving them to wait out their lease."""
         await self._reconnect_if_demoted()
-        client = self._blocking_client(timeout_s)
+        client = await self._blocking_client(timeout_s, queue)
         keys, args, token = self._reserve_call(queue, count, lease_s, default_tries, alone)
         blpop = ("BLPOP", self.keys(queue).notify, _block(timeout_s))
         evalsha = ("EVALSHA", self._reserve.sha, len(keys), *keys, *args)
@@ -246,7 +298,7 @@ class RedisDriver:
                     reply = None  # Redis lost its scripts (a restart); both replies were read
         except BaseException:
             # A reply may still be unread on it (cancelled mid-wait): never reuse it.
-            await self._drop_blocking()
+            await self._drop_blocking(queue)
             raise
         if reply is None:  # the plain reserve loads the script again
             return await self.reserve(
@@ -281,11 +333,15 @@ class RedisDriver:
         except asyncio.CancelledError:
             return await connection.read_response()
 
-    async def _drop_blocking(self) -> None:
-        client, self._blocking = self._blocking, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.aclose()
+    async def _drop_blocking(self, queue: str | None = None) -> None:
+        """Close the blocking connection of ``queue`` (on a single server: the one there is), or
+        every one."""
+        everything = queue is None
+        for slot in list(self._blocking) if everything else [self._blocking_slot(queue)]:
+            client = self._blocking.pop(slot, None)
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await aclose(client)
 
     async def ack(self, items: Sequence[Reserved]) -> list[bool]:
         leases = LeasesByQueue.of(items)
@@ -389,55 +445,93 @@ class RedisDriver:
 
     async def check(self) -> list[str]:
         """Warn when Redis could lose queued jobs: no persistence, an evicting memory policy, or
-        TLS without certificate checks."""
+        TLS without certificate checks. On a Cluster, each master is asked."""
         warnings = []
         if "ssl_cert_reqs=none" in self.url.lower():
             warnings.append(f"TLS certificate verification is off for {redacted(self.url)}")
         with self._errors():
-            settings = await self._settings()
+            await self._check_topology()
+            servers = await self._servers()
+            for where, node in servers:
+                warnings += await self._server_warnings(where, node)
+        return warnings
+
+    async def _check_topology(self) -> None:
+        """A plain URL that leads to a Cluster node would work for the queues that node holds
+        and fail for the rest (MOVED), and a Cluster URL cannot work on a single server: refuse
+        either at start (`ConfigError`), saying which URL to use."""
+        if isinstance(self.client, aiocluster.RedisCluster):
+            try:
+                await self.client.initialize()
+            except redis.exceptions.RedisClusterException as exc:
+                if "Cluster mode is not enabled" in str(exc):
+                    raise ConfigError(not_a_cluster(self.url, exc)) from exc
+                raise  # unreachable for now: a warning, and the worker waits for it
+            return
+        try:
+            cluster = await self.client.info("cluster")
+        except redis.ResponseError:  # INFO denied by an ACL: dispatch would say MOVED
+            return
+        if int(cluster.get("cluster_enabled", 0)):
+            raise ConfigError(cluster_node_advice(self.url))
+
+    async def _servers(self) -> list[tuple[str, Any]]:
+        """Where to ask about persistence and memory: the server, or each Cluster master (with
+        the node to name in redis-py's ``target_nodes``)."""
+        if isinstance(self.client, aiocluster.RedisCluster):
+            return [(f"{redacted(self.url)} (node {node.name})", node)
+                    for node in self.client.get_primaries()]  # fmt: skip
+        return [(redacted(self.url), None)]
+
+    async def _server_warnings(self, where: str, node: Any) -> list[str]:
+        warnings = []
+        settings = await self._settings(node)
         if settings.get("appendonly", "no") != "yes":
             lost = (
                 "every queued job" if not settings.get("save") else "jobs since its last snapshot"
             )
             warnings.append(
-                f"Redis at {redacted(self.url)} has no append-only file: a restart loses {lost} "
+                f"Redis at {where} has no append-only file: a restart loses {lost} "
                 "(set appendonly yes, appendfsync everysec)"
             )
         policy = settings.get("maxmemory-policy", "noeviction")
         if policy != "noeviction":
             warnings.append(
-                f"Redis at {redacted(self.url)} evicts keys when full (maxmemory-policy {policy}): "
+                f"Redis at {where} evicts keys when full (maxmemory-policy {policy}): "
                 "it may delete queued jobs (set noeviction)"
             )
-        with self._errors():
-            nearly_full = await self._memory_warning()
+        nearly_full = await self._memory_warning(where, node)
         if nearly_full:
             warnings.append(nearly_full)
         return warnings
 
-    async def _memory_warning(self) -> str | None:
+    async def _ask(self, node: Any, command: str, *args: Any) -> Any:
+        target = {} if node is None else {"target_nodes": node}
+        return await self.client.execute_command(command, *args, **target)
+
+    async def _memory_warning(self, where: str, node: Any) -> str | None:
         """A warning when Redis is close to ``maxmemory``, where it refuses new jobs."""
         try:
-            memory = await self.client.info("memory")
+            memory = await self._ask(node, "INFO", "memory")
         except redis.ResponseError:  # INFO denied by an ACL: nothing to say
             return None
         used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
         if not limit or used < NEARLY_FULL * limit:
             return None
         return (
-            f"Redis at {redacted(self.url)} uses {used / 2**20:.1f} MiB of its maxmemory "
+            f"Redis at {where} uses {used / 2**20:.1f} MiB of its maxmemory "
             f"{limit / 2**20:.1f} MiB ({used / limit:.0%}): when full it refuses new jobs "
             "(dispatch fails with 'out of memory') while workers go on; raise maxmemory or free "
             "memory"
         )
 
-    async def _settings(self) -> dict[str, str]:
+    async def _settings(self, node: Any) -> dict[str, str]:
         try:
-            reply = await self.client.config_get("appendonly", "save", "maxmemory-policy")
+            reply = await self._ask(node, "CONFIG GET", "appendonly", "save", "maxmemory-policy")
             return {as_text(k): as_text(v) for k, v in reply.items()}
         except redis.ResponseError:  # CONFIG denied by an ACL: INFO says enough
-            persistence = await self.client.info("persistence")
-            memory = await self.client.info("memory")
+            persistence = await self._ask(node, "INFO", "persistence")
+            memory = await self._ask(node, "INFO", "memory")
             return {
                 "appendonly": "yes" if persistence.get("aof_enabled") else "no",
                 "save": "",
@@ -451,7 +545,7 @@ class RedisDriver:
         return RedisLimits(self.client, self.prefix, self._errors)
 
     def control(self) -> Control:
-        return RedisControl(self.client, self.prefix, self._errors)
+        return RedisControl(self.client, self.prefix, self._errors, cluster=self.target.cluster)
 
     def batches(self) -> BatchStore:
         if self._producer is None:
@@ -460,8 +554,9 @@ class RedisDriver:
 
     async def close(self) -> None:
         await self._drop_blocking()
-        await self._push_line.close()
-        await self.client.aclose()
+        if self._push_line is not None:
+            await self._push_line.close()
+        await aclose(self.client)
         if self._producer is not None:
             self._producer.close()
 

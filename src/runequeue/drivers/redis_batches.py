@@ -9,10 +9,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
+import redis.cluster
 from redis.typing import EncodableT, FieldT
 
 from runequeue.batch_state import CALLBACK_NAMES, BatchRecord, Callbacks, StoredCallback
 from runequeue.drivers.base import BatchStore, Outgoing
+from runequeue.drivers.redis_connect import SyncClient
 from runequeue.drivers.redis_keys import (
     KeyCache,
     batch_add_source,
@@ -22,6 +24,7 @@ from runequeue.drivers.redis_keys import (
     push_keys,
     with_helpers,
 )
+from runequeue.drivers.redis_transactions import Transactions
 from runequeue.errors import DispatchError, DriverError
 
 _CANCEL = """
@@ -39,7 +42,7 @@ class RedisBatches:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: SyncClient,
         keys: KeyCache,
         errors: Callable[[], contextlib.AbstractContextManager[None]],
     ) -> None:
@@ -52,29 +55,47 @@ class RedisBatches:
         self._add = client.register_script(batch_add_source())
         self._failed = client.register_script(with_helpers("batch_failed"))
         self._cancel = client.register_script(_CANCEL)
+        self._transactions = Transactions(client)
 
     def create_batch(self, record: BatchRecord, jobs: Sequence[Outgoing]) -> None:
         batch, _ = batch_keys(self.keys(record.queue), record.id)
+        cluster = isinstance(self.client, redis.cluster.RedisCluster)
         try:
-            with self._errors(), self.client.pipeline(transaction=True) as pipe:
-                # The index first, in the same transaction: a batch is findable once it exists.
-                pipe.zadd(self._index, {record.id: int(record.created_at * 1000)})
-                pipe.hset(self._queues, record.id, record.queue)
+            if cluster:
+                # The index is in other slots than the batch's queue: written first, so a batch
+                # is findable once it exists (`_forget_missing` drops an entry whose batch the
+                # transaction below then failed to store).
+                with self._errors(), self.client.pipeline(transaction=False) as pipe:
+                    self._index_batch(pipe, record)
+                    pipe.execute()
+
+            def fill(pipe: Any) -> None:
+                if not cluster:  # the index first, in the same transaction
+                    self._index_batch(pipe, record)
                 pipe.hset(batch, mapping=_fields(record))
                 for keys, args in push_calls(self.keys, jobs):
                     self._push(keys=keys, args=args, client=pipe)
-                pipe.execute()
+
+            with self._errors():
+                self._transactions.run([self._push], fill)
         except DriverError as exc:
             raise DispatchError(f"could not dispatch the batch: {exc}") from exc
+
+    def _index_batch(self, pipe: Any, record: BatchRecord) -> None:
+        pipe.zadd(self._index, {record.id: int(record.created_at * 1000)})
+        pipe.hset(self._queues, record.id, record.queue)
 
     def add_to_batch(self, batch_id: str, queue: str, jobs: Sequence[Outgoing]) -> bool:
         k = self.keys(queue)
         batch, _ = batch_keys(k, batch_id)
+
+        def fill(pipe: Any) -> None:
+            for _, args in push_calls(self.keys, jobs):
+                self._add(keys=[*push_keys(k), batch], args=args, client=pipe)
+
         try:
-            with self._errors(), self.client.pipeline(transaction=True) as pipe:
-                for _, args in push_calls(self.keys, jobs):
-                    self._add(keys=[*push_keys(k), batch], args=args, client=pipe)
-                replies = pipe.execute()
+            with self._errors():
+                replies = self._transactions.run([self._add], fill)
         except DriverError as exc:
             raise DispatchError(f"could not add to batch {batch_id}: {exc}") from exc
         return all(int(reply) >= 0 for reply in replies)
@@ -126,7 +147,8 @@ class RedisBatches:
             for record in self._all():
                 if record.prunable(finished_before, unfinished_before):
                     with self.client.pipeline(transaction=False) as pipe:
-                        pipe.delete(*batch_keys(self.keys(record.queue), record.id))
+                        for key in batch_keys(self.keys(record.queue), record.id):
+                            pipe.delete(key)  # one by one: a Cluster's pipeline asks that
                         pipe.zrem(self._index, record.id)
                         pipe.hdel(self._queues, record.id)
                         pipe.execute()

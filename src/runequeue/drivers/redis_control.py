@@ -1,15 +1,18 @@
 """`Control` on Redis: a key per value under ``<prefix>:control:<namespace>:``, expiring by
 itself, and a sorted set per namespace indexing its names by expiry (ms; +inf for none), so
-reading a namespace never scans the keyspace."""
+reading a namespace never scans the keyspace.
+
+On a Cluster the namespace is a hash tag (``<prefix>:control:{<namespace>}``), so an index and
+its values share a slot and each script stays on one node. A single server keeps the untagged
+names it always had: its pause signals and worker records survive an upgrade."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
-
 from runequeue.drivers.base import Control
+from runequeue.drivers.redis_connect import AsyncClient
 from runequeue.drivers.redis_keys import as_text
 
 # KEYS[1] = the index, KEYS[2] = the value's key; ARGV = name, value, ttl ms ('' = none).
@@ -59,33 +62,40 @@ class RedisControl:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncClient,
         prefix: str,
         errors: Callable[[], contextlib.AbstractContextManager[None]],
+        *,
+        cluster: bool = False,
     ) -> None:
         self.client = client
         self._prefix = f"{prefix}:control:"
+        self._cluster = cluster
         self._errors = errors
         self._put = client.register_script(_PUT)
         self._get_all = client.register_script(_GET_ALL)
 
+    def _index(self, namespace: str) -> str:
+        return f"{self._prefix}{{{namespace}}}" if self._cluster else self._prefix + namespace
+
     async def put(self, namespace: str, name: str, value: str, ttl_s: float | None = None) -> None:
         ttl = "" if ttl_s is None else max(int(ttl_s * 1000), 1)
-        keys = [self._prefix + namespace, f"{self._prefix}{namespace}:{name}"]
+        index = self._index(namespace)
         with self._errors():
-            await self._put(keys=keys, args=[name, value, ttl])
+            await self._put(keys=[index, f"{index}:{name}"], args=[name, value, ttl])
 
     async def get_all(self, namespace: str) -> dict[str, str]:
+        index = self._index(namespace)
         with self._errors():
-            reply = await self._get_all(keys=[self._prefix + namespace],
-                                        args=[f"{self._prefix}{namespace}:"])  # fmt: skip
+            reply = await self._get_all(keys=[index], args=[f"{index}:"])
         return {as_text(reply[i]): as_text(reply[i + 1]) for i in range(0, len(reply), 2)}
 
     async def delete(self, namespace: str, name: str) -> None:
+        index = self._index(namespace)
         with self._errors():
             async with self.client.pipeline(transaction=True) as pipe:
-                pipe.delete(f"{self._prefix}{namespace}:{name}")
-                pipe.zrem(self._prefix + namespace, name)
+                pipe.delete(f"{index}:{name}")
+                pipe.zrem(index, name)
                 await pipe.execute()
 
     async def purge_expired(self) -> None:

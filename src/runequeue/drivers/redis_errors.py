@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
+import redis.asyncio.sentinel as aiosentinel
+import redis.sentinel
 
+from runequeue.drivers.redis_connect import hide_password
 from runequeue.errors import BackendFull, DriverError, DriverUnavailable
 
 # redis-py prefixes an error inside a pipeline with the command, cut to a hundred characters
@@ -28,11 +30,17 @@ _UNBLOCKED_BY_DEMOTION = "UNBLOCKED force unblock from blocking operation, insta
 
 def redacted(url: str) -> str:
     """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    return hide_password(url)
+
+
+def cluster_node_advice(url: str) -> str:
+    """What to say when a plain URL turns out to lead to one node of a Redis Cluster."""
+    rest = redacted(url).partition("://")[2]
+    return (
+        f"Redis at {redacted(url)} is a node of a Redis Cluster, which holds only some of the "
+        f"queues: use REDIS_URL=redis+cluster://{rest.split('/')[0]} (any node; more "
+        "comma-separated)"
+    )
 
 
 def server_words(exc: redis.RedisError) -> str:
@@ -53,6 +61,8 @@ def mapped_errors(url: str, on_read_only: Callable[[], None] | None = None) -> I
     """
     try:
         yield
+    except _TOPOLOGY_ERRORS as exc:
+        raise _topology_error(url, exc) from exc
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         raise DriverUnavailable(f"Redis at {redacted(url)} is unreachable: {exc}") from exc
     except redis.exceptions.OutOfMemoryError as exc:
@@ -66,6 +76,46 @@ def mapped_errors(url: str, on_read_only: Callable[[], None] | None = None) -> I
         if server_words(exc).startswith(_UNBLOCKED_BY_DEMOTION):  # BLPOP cut short by a failover
             raise _demoted(url, exc, on_read_only) from exc
         raise DriverError(f"Redis at {redacted(url)} failed: {server_words(exc)}") from exc
+
+
+# What the Sentinel and Cluster clients raise of their own.
+_TOPOLOGY_ERRORS = (
+    redis.sentinel.MasterNotFoundError,
+    aiosentinel.MasterNotFoundError,
+    redis.exceptions.MovedError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.RedisClusterException,
+)
+
+
+def _topology_error(url: str, exc: Exception) -> DriverError:
+    if isinstance(exc, redis.sentinel.MasterNotFoundError | aiosentinel.MasterNotFoundError):
+        return DriverUnavailable(
+            f"the Sentinels of {redacted(url)} know no master by that name ({exc}): check the "
+            "name in REDIS_URL (redis+sentinel://host:26379/<master-name>/0), or wait for a "
+            "failover to end"
+        )
+    if isinstance(exc, redis.exceptions.MovedError):
+        return DriverError(f"{cluster_node_advice(url)} (MOVED {exc})")
+    if isinstance(exc, redis.exceptions.ClusterDownError):
+        return DriverUnavailable(
+            f"Redis Cluster at {redacted(url)} is down ({exc}): a slot has no master, as during "
+            "a failover"
+        )
+    if "Cluster mode is not enabled" in str(exc):
+        return DriverError(not_a_cluster(url, exc))
+    if isinstance(exc, redis.exceptions.CrossSlotTransactionError):  # a bug of ours
+        return DriverError(f"Redis Cluster at {redacted(url)} refused: {exc}")
+    # No node reachable, or a slot with no master for now (a failover): try again later.
+    return DriverUnavailable(f"Redis Cluster at {redacted(url)} is unreachable: {exc}")
+
+
+def not_a_cluster(url: str, exc: Exception) -> str:
+    first = redacted(url).partition("://")[2].split(",")[0].split("/")[0]
+    return (
+        f"Redis at {redacted(url)} is not a Redis Cluster ({str(exc).split(': ')[-1]}): use "
+        f"REDIS_URL=redis://{first}/0 for a single server"
+    )
 
 
 def _demoted(

@@ -39,9 +39,12 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
+import redis.cluster
 
 from runequeue.drivers.base import Batch, Outgoing, Reserved
 from runequeue.drivers.redis_direct import Call
+from runequeue.errors import ConfigError
 
 # Expired leases and due delayed jobs handled per reserve call; the sweeper catches up the rest.
 RECOVER_LIMIT = 100
@@ -52,6 +55,12 @@ RECOVER_LIMIT = 100
 PUSH_CHUNK = 1000
 
 ScriptArg = bytes | str | int | float
+AnyPipeline = (
+    redis.client.Pipeline
+    | redis.cluster.ClusterPipeline
+    | aioredis.client.Pipeline
+    | aiocluster.ClusterPipeline
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -91,15 +100,30 @@ class QueueKeys:
 class KeyCache:
     """`QueueKeys` by queue name, built once per queue: every call names its queue's keys."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, *, cluster: bool = False) -> None:
+        if cluster and ("{" in prefix or "}" in prefix):
+            raise ConfigError(
+                f"QUEUE_REDIS_PREFIX {prefix!r} has a brace: on a Redis Cluster the queue name "
+                "is each key's hash tag, and a brace in the prefix would take its place"
+            )
         self.prefix = prefix
         self._keys: dict[str, QueueKeys] = {}
 
     def __call__(self, queue: str) -> QueueKeys:
         keys = self._keys.get(queue)
         if keys is None:
+            check_queue_name(queue)
             keys = self._keys[queue] = QueueKeys.of(self.prefix, queue)
         return keys
+
+
+def check_queue_name(queue: str) -> None:
+    """Refuse a queue name with a brace: it would change which of its keys share a hash tag."""
+    if "{" in queue or "}" in queue:
+        raise ConfigError(
+            f"queue name {queue!r} has a brace: on Redis a queue's name is the hash tag "
+            "({name}) that keeps its keys in one Cluster slot; name it without { or }"
+        )
 
 
 @functools.cache
@@ -219,6 +243,18 @@ def push_calls(keys: KeyCache, items: Sequence[Outgoing]) -> list[Call]:
     ]
 
 
+def atomic_groups(calls: Sequence[Call], *, cluster: bool) -> list[list[Call]]:
+    """The calls to send as one MULTI/EXEC each: all of them on one server; on a Cluster, those
+    of each queue (a transaction stays in one slot), so a bulk dispatch to several queues is all
+    or nothing per queue there."""
+    if not cluster:
+        return [list(calls)]
+    by_queue: dict[str, list[Call]] = {}
+    for call in calls:
+        by_queue.setdefault(call[0][0], []).append(call)  # keys[0]: the queue's ready list
+    return list(by_queue.values())
+
+
 def _push_args(items: Sequence[Outgoing]) -> list[ScriptArg]:
     args: list[ScriptArg] = []
     for item in items:
@@ -242,7 +278,7 @@ def total(replies: Sequence[Any]) -> int:
 # Size.
 
 
-def count_jobs(pipe: redis.client.Pipeline | aioredis.client.Pipeline, k: QueueKeys) -> None:
+def count_jobs(pipe: AnyPipeline, k: QueueKeys) -> None:
     """Queue on ``pipe`` the counts a queue's size adds up (`total`): ready, recovered, delayed
     and reserved."""
     pipe.llen(k.ready)

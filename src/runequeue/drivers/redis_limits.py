@@ -6,9 +6,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
-
 from runequeue.drivers.base import Limits
+from runequeue.drivers.redis_connect import AsyncClient
 from runequeue.drivers.redis_keys import as_text, lua_source
 
 # INCR, with the window's expiry set by the hit that opens it; answers {hits, ms to reset}.
@@ -26,7 +25,7 @@ class RedisLimits:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncClient,
         prefix: str,
         errors: Callable[[], contextlib.AbstractContextManager[None]],
     ) -> None:

@@ -35,8 +35,14 @@ class Library(Protocol):
     def worker_env(self) -> dict[str, str]: ...
 
 
-def _flush_prefix(prefix: str) -> None:
-    client = redis.Redis.from_url(REDIS_URL)
+def _flush_prefix(prefix: str, url: str = REDIS_URL) -> None:
+    if url.startswith("redis+cluster://"):  # keys on every master: deleted one by one
+        cluster = redis.RedisCluster.from_url(url.replace("redis+cluster://", "redis://"))
+        for key in list(cluster.scan_iter(match=f"{prefix}*", count=1000)):
+            cluster.delete(key)
+        cluster.close()
+        return
+    client = redis.Redis.from_url(url)
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:
         client.delete(*keys)
@@ -52,6 +58,7 @@ class RuneQueue:
         metrics: bool = False,
         publish: bool = True,
         concurrency: int | None = 200,
+        redis_url: str = REDIS_URL,
     ) -> None:
         from runequeue import QueueConfig
         from runequeue.schema import migrate
@@ -62,6 +69,9 @@ class RuneQueue:
         self.driver = driver
         backend = self.database_url.split(":")[0].split("+")[0]
         self.name = "runequeue" if driver == "redis" else f"runequeue-{backend}"
+        self.redis_url = redis_url
+        if redis_url.startswith("redis+cluster://"):
+            self.name += "-cluster"
         # Its metrics, measured side by side (--only runequeue,runequeue+metrics,
         # runequeue-no-metrics): publishing to the backend is on by default; +metrics adds the
         # Prometheus endpoint (--metrics-port); -no-metrics turns publishing off. On must stay
@@ -83,7 +93,7 @@ class RuneQueue:
         )
         migrate(self.database_url)
         self.config = QueueConfig(
-            driver=driver, redis_url=REDIS_URL, redis_prefix="bench-rq", queue_name="bench",
+            driver=driver, redis_url=redis_url, redis_prefix="bench-rq", queue_name="bench",
             database_url=self.database_url,
         )  # fmt: skip
 
@@ -91,7 +101,7 @@ class RuneQueue:
         from runequeue import Queue
 
         if self.driver == "redis":
-            _flush_prefix("bench-rq:")
+            _flush_prefix("bench-rq:", self.redis_url)
             return
         Queue.clear(self.config)
         if self.database_url.startswith("postgresql"):
@@ -125,7 +135,8 @@ class RuneQueue:
 
     def worker_env(self) -> dict[str, str]:
         return {
-            "QUEUE_DRIVER": self.driver, "REDIS_URL": REDIS_URL, "QUEUE_REDIS_PREFIX": "bench-rq",
+            "QUEUE_DRIVER": self.driver, "REDIS_URL": self.redis_url,
+            "QUEUE_REDIS_PREFIX": "bench-rq",
             "DATABASE_URL": self.database_url,
         }  # fmt: skip
 
@@ -393,6 +404,7 @@ BENCH_POSTGRES = os.environ.get(
 )
 
 
+BENCH_REDIS_CLUSTER = os.environ.get("BENCH_REDIS_CLUSTER_URL", "")
 BENCH_MYSQL = os.environ.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/runequeue_bench")
 
 
@@ -676,6 +688,9 @@ def available() -> list[Library]:
         RuneQueue(),
         RuneQueue(metrics=True),
         RuneQueue(publish=False),
+        # On a Redis Cluster the bench does not start itself (BENCH_REDIS_CLUSTER_URL, e.g.
+        # redis+cluster://127.0.0.1:7000): one worker on one queue, against `runequeue` above.
+        *([RuneQueue(redis_url=BENCH_REDIS_CLUSTER)] if BENCH_REDIS_CLUSTER else []),
         *_database_drivers(),
     ]
     for make in (RQ, Huey, HueySqlite, Dramatiq, Arq, Saq, Celery, Taskiq):

@@ -58,7 +58,6 @@ from runequeue.drivers.redis_keys import (
     ack_keys,
     ack_then_keys,
     as_text,
-    atomic_groups,
     batch_keys,
     bury_keys,
     claim_hook_keys,
@@ -194,13 +193,12 @@ class RedisDriver:
                 with contextlib.suppress(Fallback):  # then the client repeats it, with retries
                     return int(await self._push_line.call(keys, args))
             return int(await self.client.evalsha(sha, len(keys), *keys, *args))
-        stored = 0
-        for group in atomic_groups(calls, cluster=self.target.cluster):
-            async with self.client.pipeline(transaction=True) as pipe:
-                for keys, args in group:
-                    pipe.evalsha(sha, len(keys), *keys, *args)
-                stored += total(await pipe.execute())
-        return stored
+        if self.target.cluster:  # one call per queue, each all or nothing (`push_calls`)
+            return total([await self.client.evalsha(sha, len(k), *k, *a) for k, a in calls])
+        async with self.client.pipeline(transaction=True) as pipe:
+            for keys, args in calls:
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            return total(await pipe.execute())
 
     def _reserve_call(
         self, queue: str, count: int, lease_s: float, default_tries: int, alone: bool
@@ -415,7 +413,9 @@ class RedisDriver:
     async def purge(self, queue: str, job_id: str) -> None:
         k = self.keys(queue)
         with self._errors():
-            async with self.client.pipeline(transaction=True) as pipe:
+            # Not a transaction on a Cluster (redis-py's asyncio Cluster client has none before
+            # 6): each command is idempotent, and one cut short is done again by the next purge.
+            async with self.client.pipeline(transaction=not self.target.cluster) as pipe:
                 pipe.zrem(k.dead, job_id)
                 for key in (k.payload, k.attempts, k.tries, k.token, k.errors):
                     pipe.hdel(key, job_id)

@@ -77,7 +77,7 @@ class RedisBatches:
                     self._push(keys=keys, args=args, client=pipe)
 
             with self._errors():
-                self._transactions.run([self._push], fill)
+                self._transactions.run([self._push], fill, slot_of=batch)
         except DriverError as exc:
             raise DispatchError(f"could not dispatch the batch: {exc}") from exc
 
@@ -95,7 +95,7 @@ class RedisBatches:
 
         try:
             with self._errors():
-                replies = self._transactions.run([self._add], fill)
+                replies = self._transactions.run([self._add], fill, slot_of=batch)
         except DriverError as exc:
             raise DispatchError(f"could not add to batch {batch_id}: {exc}") from exc
         return all(int(reply) >= 0 for reply in replies)

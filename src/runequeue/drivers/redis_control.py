@@ -93,7 +93,9 @@ class RedisControl:
     async def delete(self, namespace: str, name: str) -> None:
         index = self._index(namespace)
         with self._errors():
-            async with self.client.pipeline(transaction=True) as pipe:
+            # Not a transaction on a Cluster (redis-py's asyncio Cluster client has none before
+            # 6): a name whose value is gone is skipped by `get_all`.
+            async with self.client.pipeline(transaction=not self._cluster) as pipe:
                 pipe.delete(f"{index}:{name}")
                 pipe.zrem(index, name)
                 await pipe.execute()

@@ -96,6 +96,8 @@ def _topology_error(url: str, exc: Exception) -> DriverError:
             "failover to end"
         )
     if isinstance(exc, redis.exceptions.MovedError):
+        if "+cluster://" in url:  # the Cluster's slots moved while this was in flight
+            return DriverUnavailable(f"Redis Cluster at {redacted(url)} moved a slot ({exc})")
         return DriverError(f"{cluster_node_advice(url)} (MOVED {exc})")
     if isinstance(exc, redis.exceptions.ClusterDownError):
         return DriverUnavailable(
@@ -104,7 +106,7 @@ def _topology_error(url: str, exc: Exception) -> DriverError:
         )
     if "Cluster mode is not enabled" in str(exc):
         return DriverError(not_a_cluster(url, exc))
-    if isinstance(exc, redis.exceptions.CrossSlotTransactionError):  # a bug of ours
+    if type(exc).__name__ == "CrossSlotTransactionError":  # a bug of ours (redis-py 6 and later)
         return DriverError(f"Redis Cluster at {redacted(url)} refused: {exc}")
     # No node reachable, or a slot with no master for now (a failover): try again later.
     return DriverUnavailable(f"Redis Cluster at {redacted(url)} is unreachable: {exc}")

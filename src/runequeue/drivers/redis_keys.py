@@ -107,6 +107,7 @@ class KeyCache:
                 "is each key's hash tag, and a brace in the prefix would take its place"
             )
         self.prefix = prefix
+        self.cluster = cluster
         self._keys: dict[str, QueueKeys] = {}
 
     def __call__(self, queue: str) -> QueueKeys:
@@ -235,24 +236,15 @@ def clear_keys(k: QueueKeys) -> list[str]:
 
 
 def push_calls(keys: KeyCache, items: Sequence[Outgoing]) -> list[Call]:
-    """One push script call per queue per `PUSH_CHUNK` jobs."""
+    """One push script call per queue per `PUSH_CHUNK` jobs; on a Cluster, one per queue: a
+    transaction cannot span nodes, and one call is all or nothing by itself (`RedisProducer.push`
+    sends them one by one there)."""
     return [
-        (push_keys(keys(queue)), _push_args(group[start : start + PUSH_CHUNK]))
+        (push_keys(keys(queue)), _push_args(group[start : start + chunk]))
         for queue, group in _by_queue(items).items()
-        for start in range(0, len(group), PUSH_CHUNK)
+        for chunk in [len(group) if keys.cluster else PUSH_CHUNK]
+        for start in range(0, len(group), chunk)
     ]
-
-
-def atomic_groups(calls: Sequence[Call], *, cluster: bool) -> list[list[Call]]:
-    """The calls to send as one MULTI/EXEC each: all of them on one server; on a Cluster, those
-    of each queue (a transaction stays in one slot), so a bulk dispatch to several queues is all
-    or nothing per queue there."""
-    if not cluster:
-        return [list(calls)]
-    by_queue: dict[str, list[Call]] = {}
-    for call in calls:
-        by_queue.setdefault(call[0][0], []).append(call)  # keys[0]: the queue's ready list
-    return list(by_queue.values())
 
 
 def _push_args(items: Sequence[Outgoing]) -> list[ScriptArg]:

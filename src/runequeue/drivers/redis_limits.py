@@ -43,7 +43,7 @@ class RedisLimits:
 
     async def hits(self, key: str) -> tuple[int, float]:
         with self._errors():
-            async with self.client.pipeline(transaction=True) as pipe:
+            async with self.client.pipeline(transaction=False) as pipe:  # two reads of one key
                 pipe.get(self._prefix + key)
                 pipe.pttl(self._prefix + key)
                 hits, ttl_ms = await pipe.execute()

@@ -24,7 +24,6 @@ from runequeue.drivers.redis_keys import (
     KeyCache,
     LeasesByQueue,
     ScriptArg,
-    atomic_groups,
     clear_keys,
     count_jobs,
     extend_keys,
@@ -83,10 +82,6 @@ class RedisProducer:
         return self.client.register_script(push_unique_source())
 
     @functools.cached_property
-    def _transactions(self) -> Transactions:
-        return Transactions(self.client)
-
-    @functools.cached_property
     def _batches(self) -> RedisBatches:
         return RedisBatches(self.client, self.keys, self._errors)
 
@@ -122,20 +117,16 @@ class RedisProducer:
         replies: list[Any] = []
         try:
             # MULTI/EXEC for more than one call: Redis decides "out of memory" once, before EXEC,
-            # for every script in it, so a batch is stored whole or not at all (R25); on a
-            # Cluster, each queue's part is (`atomic_groups`).
-            for group in atomic_groups(calls, cluster=self.target.cluster):
-
-                def fill(pipe: Any, group: Sequence[Call] = group) -> None:
-                    for keys, args in group:
-                        self._push(keys=keys, args=args, client=pipe)
-
-                with self._errors():
-                    if len(group) == 1:  # one script call is atomic by itself
-                        keys, args = group[0]
-                        replies.append(self._push(keys=keys, args=args))
-                    else:
-                        replies += self._transactions.run([self._push], fill)
+            # for every script in it, so a batch is stored whole or not at all (R25). On a
+            # Cluster there is one call per queue (`push_calls`), each whole or not at all.
+            with self._errors():
+                if len(calls) == 1 or self.target.cluster:
+                    replies = [self._push(keys=keys, args=args) for keys, args in calls]
+                else:
+                    with self.client.pipeline(transaction=True) as pipe:
+                        for keys, args in calls:
+                            self._push(keys=keys, args=args, client=pipe)
+                        replies = pipe.execute()
         except DriverError as exc:
             raise DispatchError(f"could not dispatch: {exc}") from exc
         return replies

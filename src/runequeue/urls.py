@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-# `?password=...` (redis-py and libpq both take one in the query string).
-_QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&]*")
+# `?password=...` (redis-py and libpq both take one in the query string), and the ones named
+# after what they are for (`sentinel_password=`, a Redis Sentinel's own).
+_QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)(?:\w+_)?password=)[^&]*")
 
 
 def hide_password(url: str) -> str:

@@ -7,7 +7,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -127,19 +129,10 @@ class OwnRedisCluster:
 
     @staticmethod
     def _ok(node: OwnRedis) -> bool:
-        try:
-            client = redis.Redis.from_url(node.url, socket_connect_timeout=0.5)
-            try:
-                info = client.cluster("info")
-                return (
-                    b"cluster_state:ok" in info
-                    if isinstance(info, bytes)
-                    else (info.get("cluster_state") == "ok")
-                )
-            finally:
-                client.close()
-        except redis.RedisError:
-            return False
+        info = _ask(node.port, lambda client: client.cluster("info"))
+        if isinstance(info, bytes):
+            return b"cluster_state:ok" in info
+        return isinstance(info, dict) and info.get("cluster_state") == "ok"
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -190,7 +183,7 @@ class OwnSentinels:
         """The master's port as the Sentinels name it now (None: none answers yet)."""
         for port in self.sentinel_ports:
             try:
-                client = redis.Redis(port=port, socket_connect_timeout=0.5)
+                client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
                 try:
                     address = client.sentinel_get_master_addr_by_name(self.SERVICE)
                 finally:
@@ -213,14 +206,8 @@ class OwnSentinels:
 
     @staticmethod
     def _is_master(port: int) -> bool:
-        try:
-            client = redis.Redis(port=port, socket_connect_timeout=0.5)
-            try:
-                return client.info("replication").get("role") == "master"
-            finally:
-                client.close()
-        except redis.RedisError:
-            return False
+        info = _ask(port, lambda client: client.info("replication"))
+        return isinstance(info, dict) and info.get("role") == "master"
 
     def stop(self) -> None:
         for sentinel in self._sentinels:
@@ -236,3 +223,15 @@ def _subdir(directory: Path, name: str) -> Path:
     path = directory / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _ask(port: int, question: Callable[[redis.Redis], Any]) -> Any:
+    """``question``'s answer from the server on ``port``; None if it does not answer."""
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
+        try:
+            return question(client)
+        finally:
+            client.close()
+    except redis.RedisError:
+        return None

@@ -20,6 +20,8 @@ from runequeue.urls import hide_password
          "postgresql://app@db/app?password=***&sslmode=require"),
         ("sqlite:///runequeue.sqlite3", "sqlite:///runequeue.sqlite3"),
         ("mysql://root@127.0.0.1/test", "mysql://root@127.0.0.1/test"),
+        ("redis+sentinel://:pw@s1:26379,s2:26379/m/0?sentinel_password=sp",
+         "redis+sentinel://:***@s1:26379,s2:26379/m/0?sentinel_password=***"),
     ],
 )  # fmt: skip
 def test_passwords_are_hidden_wherever_they_stand(url: str, shown: str) -> None:

@@ -33,6 +33,7 @@ import redis.cluster
 import redis.sentinel
 
 from runequeue.errors import ConfigError
+from runequeue.urls import hide_password
 
 Topology = Literal["server", "cluster", "sentinel"]
 SCHEMES = ("redis", "rediss", "unix")
@@ -48,18 +49,6 @@ _USAGE = (
     "redis+cluster://host:7000[,host2:7000] for a Redis Cluster, or "
     "redis+sentinel://host:26379[,host2:26379]/master-name/0 for Sentinel"
 )
-
-
-def hide_password(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    userinfo, at, hosts = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{hosts}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,8 +16,8 @@ import redis
 import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel
 
-from runequeue.drivers.redis_connect import hide_password
 from runequeue.errors import BackendFull, DriverError, DriverUnavailable
+from runequeue.urls import hide_password
 
 # redis-py prefixes an error inside a pipeline with the command, cut to a hundred characters
 # ("Command # 2 (EVALSHA e9b1... r25:{default}...) of pipeline caused error: "): noise that hides
